@@ -1,0 +1,298 @@
+"""Run every bad input we know of through the readers, the steps and the CLI; write docs/bad_inputs.md.
+
+    .venv/bin/python docs/scripts/bad_inputs_table.py            # rewrite docs/bad_inputs.md
+    .venv/bin/python docs/scripts/bad_inputs_table.py --check    # only run; exit 1 if a case misbehaves
+
+A case "misbehaves" if it is accepted silently or raises something other than the project's errors
+(FourDSTEMError subclasses; for the CLI: a non-zero exit with one line and no traceback).
+tests/test_reliability.py runs the same cases.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@dataclass
+class Case:
+    area: str
+    what: str
+    run: Callable[[Path], object]
+    cli: bool = False
+
+
+@dataclass
+class Outcome:
+    case: Case
+    kind: str  # exception class name, "exit N", "accepted" or "CRASH ..."
+    message: str
+    ok: bool
+
+
+def _rnd(n: int) -> bytes:
+    return np.random.default_rng(n).bytes(n)  # fixed bytes: the table is the same on every run
+
+
+def _npy(d: Path, name: str, a) -> Path:
+    p = d / name
+    np.save(p, a)
+    return p
+
+
+def _bytes(d: Path, name: str, b: bytes) -> Path:
+    p = d / name
+    p.write_bytes(b)
+    return p
+
+
+def _h5(d: Path, name: str, **arrays) -> Path:
+    import h5py
+
+    p = d / name
+    with h5py.File(p, "w") as f:
+        for k, v in arrays.items():
+            f[k] = v
+    return p
+
+
+def _cut(p: Path, frac: float = 0.5) -> Path:
+    b = p.read_bytes()
+    p.write_bytes(b[: int(len(b) * frac)])
+    return p
+
+
+def _ds(shape=(4, 4, 16, 16), value=1.0, dtype=np.float32, **cal):
+    from napari_4dstem import Calibration, Dataset4D
+
+    return Dataset4D(np.full(shape, value, dtype), Calibration(**cal))
+
+
+def _shared_mib(d: Path, cut: float | None = None) -> Path:
+    src = SHARED / "real" / "merlin-4x2-real" / "001_4x2_6bit.mib"
+    if not src.exists():
+        raise FileNotFoundError(f"shared data {src} not found")
+    dst = d / src.name
+    shutil.copy(src, dst)
+    shutil.copy(src.with_suffix(".hdr"), d / src.with_suffix(".hdr").name)
+    return _cut(dst, cut) if cut else dst
+
+
+def _damage(p: Path) -> Path:
+    b = bytearray(p.read_bytes())
+    b[0:3] = b"XQ9"
+    p.write_bytes(bytes(b))
+    return p
+
+
+def _cli(*args):
+    def run(d: Path):
+        from napari_4dstem.cli import main
+
+        return main([a.replace("{d}", str(d)) for a in args])
+
+    return run
+
+
+def _fitted_model():
+    from napari_4dstem.rrvae import RRVAE
+
+    return RRVAE(mode="fast", epochs=1)
+
+
+def cases() -> list[Case]:
+    from napari_4dstem.com import center_of_mass
+    from napari_4dstem.export import export_map
+    from napari_4dstem.io import load
+    from napari_4dstem.preprocess import Preprocessing
+    from napari_4dstem.results import Results, load_results, save_results
+    from napari_4dstem.rrvae import RRVAE, RRVAEConfig
+    from napari_4dstem.virtual import virtual_image
+
+    z4 = np.zeros((3, 3, 8, 8), np.float32)
+    c: list[Case] = [
+        # -- readers ------------------------------------------------------------------------------
+        Case("load", "file does not exist", lambda d: load(d / "nothere.npy")),
+        Case("load", "unknown extension `.xyz`", lambda d: load(_bytes(d, "scan.xyz", b"1234"))),
+        Case("load", "empty `.npy` (0 bytes)", lambda d: load(_bytes(d, "empty.npy", b""))),
+        Case("load", "random bytes named `.npy`", lambda d: load(_bytes(d, "rnd.npy", _rnd(500)))),
+        Case("load", "`.npy` truncated to half", lambda d: load(_cut(_npy(d, "cut.npy", z4)))),
+        Case("load", "2-D `.npy` (one image)", lambda d: load(_npy(d, "img.npy", np.zeros((8, 8))))),
+        Case("load", "3-D stack without `nav_shape`", lambda d: load(_npy(d, "stack.npy", np.zeros((10, 8, 8))))),
+        Case("load", "`nav_shape` that does not match the frame count",
+             lambda d: load(_npy(d, "s.npy", np.zeros((10, 8, 8))), nav_shape=(3, 3))),
+        Case("load", "`nav_shape=(0, 5)`", lambda d: load(_npy(d, "z.npy", z4), nav_shape=(0, 5))),
+        Case("load", "unknown option `bin=2`", lambda d: load(_npy(d, "o.npy", z4), bin=2)),
+        Case("load", "object-dtype `.npy` (pickled)",
+             lambda d: load(_npy(d, "obj.npy", np.array([{"a": 1}] * 4, dtype=object).reshape(1, 1, 2, 2)))),
+        Case("load", "float `.npy` containing NaN",
+             lambda d: load(_npy(d, "nan.npy", np.full((2, 2, 4, 4), np.nan, np.float32)))),
+        Case("load", "`.npz` with two arrays and no `key`",
+             lambda d: (np.savez(d / "two.npz", a=z4, b=z4), load(d / "two.npz"))),
+        Case("load", "`.npz` with a `key` that is not there",
+             lambda d: (np.savez(d / "k.npz", a=z4), load(d / "k.npz", key="data"))),
+        Case("load", "`.npz` truncated", lambda d: (np.savez(d / "t.npz", a=z4), load(_cut(d / "t.npz")))),
+        Case("load", "random bytes named `.h5`", lambda d: load(_bytes(d, "rnd.h5", _rnd(800)))),
+        Case("load", "text file named `.h5`", lambda d: load(_bytes(d, "text.h5", b"hello, I am not HDF5\n"))),
+        Case("load", "HDF5 without any 4-D dataset", lambda d: load(_h5(d, "no4d.h5", a=np.zeros((4, 4))))),
+        Case("load", "HDF5 `key` that is not there", lambda d: load(_h5(d, "k.h5", a=z4), key="b")),
+        Case("load", "HDF5 truncated to half", lambda d: load(_cut(_h5(d, "cut.h5", a=np.ones((6, 6, 16, 16)))))),
+        Case("load", "5-D HDF5 without `cube`", lambda d: load(_h5(d, "five.h5", a=np.zeros((2, 3, 3, 4, 4))))),
+        Case("load", "5-D HDF5 with `cube` out of range",
+             lambda d: load(_h5(d, "five2.h5", a=np.zeros((2, 3, 3, 4, 4))), cube=7)),
+        Case("load", "folder that is not a zarr store",
+             lambda d: ((d / "folder").mkdir(), (d / "folder" / "a.txt").write_text("x"), load(d / "folder"))),
+        Case("load", "random bytes named `.mib`", lambda d: load(_bytes(d, "rnd.mib", _rnd(700)))),
+        Case("load", "Merlin `.mib` truncated mid-frame", lambda d: load(_shared_mib(d, cut=0.6))),
+        Case("load", "Merlin `.mib` whose first frame header is damaged", lambda d: load(_damage(_shared_mib(d)))),
+        Case("load", "random bytes named `.dm4`", lambda d: load(_bytes(d, "rnd.dm4", _rnd(600)))),
+        Case("load", "random bytes named `.emd`", lambda d: load(_bytes(d, "rnd.emd", _rnd(600)))),
+        Case("load", "random bytes named `.blo`", lambda d: load(_bytes(d, "rnd.blo", _rnd(600)))),
+        # -- steps --------------------------------------------------------------------------------
+        Case("preprocess", "`normalize=\"bogus\"`", lambda d: Preprocessing(normalize="bogus").fit_transform(_ds())),
+        Case("preprocess", "`crop_scan` outside the scan",
+             lambda d: Preprocessing(crop_scan=(0, 10, 0, 2)).fit_transform(_ds())),
+        Case("preprocess", "mask of the wrong shape",
+             lambda d: Preprocessing(target_size=None, mask=np.ones((3, 3), bool)).fit_transform(_ds())),
+        Case("preprocess", "`bin_factor` larger than the detector",
+             lambda d: Preprocessing(bin_factor=64).fit_transform(_ds())),
+        Case("com", "negative intensities (mean-subtracted data)",
+             lambda d: center_of_mass(_ds(value=-1.0))),
+        Case("com", "`rotation=\"left\"`", lambda d: center_of_mass(_ds(), rotation="left")),
+        Case("com", "`units=\"mrad\"` on an uncalibrated detector", lambda d: center_of_mass(_ds(), units="mrad")),
+        Case("virtual", "unknown detector kind", lambda d: virtual_image(_ds(), kind="haadf")),
+        Case("virtual", "`units=\"mrad\"` on an uncalibrated detector",
+             lambda d: virtual_image(_ds(), kind="bf", outer=10, units="mrad")),
+        Case("virtual", "`kind=\"mask\"` without a mask", lambda d: virtual_image(_ds(), kind="mask")),
+        Case("rrvae", "`latent_dim=0`", lambda d: RRVAEConfig(latent_dim=0)),
+        Case("rrvae", "`mode=\"turbo\"`", lambda d: RRVAEConfig(mode="turbo")),
+        Case("rrvae", "encode before training", lambda d: RRVAE().encode(np.zeros((2, 2, 8, 8), np.float32))),
+        Case("rrvae", "patterns with NaN",
+             lambda d: RRVAE(mode="fast", epochs=1).fit(np.full((2, 2, 8, 8), np.nan, np.float32))),
+        Case("rrvae", "model file of random bytes", lambda d: RRVAE.load(_bytes(d, "m.pt", _rnd(300)))),
+        # -- results and exports -------------------------------------------------------------------
+        Case("results", "`load_results` on a data file", lambda d: load_results(_h5(d, "data.h5", a=z4))),
+        Case("results", "`load_results` on a newer schema (2.0)", lambda d: load_results(_newer_schema(d))),
+        Case("results", "`load_results` on a truncated results file", lambda d: load_results(_cut(_results(d)))),
+        Case("results", "`save_results` over an existing file",
+             lambda d: save_results(_bytes(d, "exists.h5", b"x"), Results())),
+        Case("results", "`save_results` into a missing folder", lambda d: save_results(d / "no" / "r.h5", Results())),
+        Case("export", "unknown export format `.jpg`", lambda d: export_map(d / "m.jpg", np.zeros((3, 3)))),
+        # -- CLI ------------------------------------------------------------------------------------
+        Case("cli", "`analyze` on a missing file", _cli("analyze", "{d}/nope.npy", "--out", "{d}/r.h5"), cli=True),
+        Case("cli", "`analyze` on a corrupt file",
+             lambda d: (_bytes(d, "bad.h5", b"\x89HDF\r\n\x1a\n" + bytes(300)),
+                        _cli("analyze", "{d}/bad.h5", "--out", "{d}/r.h5")(d))[-1], cli=True),
+        Case("cli", "`analyze --config` with a misspelt key",
+             lambda d: ((d / "p.toml").write_text("[rrvae]\nlatnet_dim = 3\n"),
+                        _npy(d, "s.npy", z4), _cli("analyze", "{d}/s.npy", "--out", "{d}/r.h5",
+                                                   "--config", "{d}/p.toml")(d))[-1], cli=True),
+        Case("cli", "`analyze --out` equal to the input",
+             lambda d: (_npy(d, "s.npy", z4), _cli("analyze", "{d}/s.npy", "--out", "{d}/s.npy", "--overwrite")(d))[-1],
+             cli=True),
+        Case("cli", "`analyze --out` in a folder that is a file",
+             lambda d: (_npy(d, "s.npy", z4), _bytes(d, "f", b""),
+                        _cli("analyze", "{d}/s.npy", "--out", "{d}/f/r.h5")(d))[-1], cli=True),
+        Case("cli", "`info` with a wrong `--nav-shape`",
+             lambda d: (_npy(d, "s.npy", z4), _cli("info", "{d}/s.npy", "--nav-shape", "2,2")(d))[-1], cli=True),
+    ]
+    return c
+
+
+def _results(d: Path) -> Path:
+    from napari_4dstem.results import Results, save_results
+
+    r = Results(shape=(8, 8, 4, 4), dtype="float32")
+    r.maps["navigator"] = np.random.default_rng(0).random((8, 8))
+    return save_results(d / "results.h5", r)
+
+
+def _newer_schema(d: Path) -> Path:
+    import h5py
+
+    p = _results(d)
+    with h5py.File(p, "a") as f:
+        f.attrs["schema_version"] = "2.0"
+    return p
+
+
+def run_case(case: Case) -> Outcome:
+    from napari_4dstem.errors import FourDSTEMError
+
+    d = Path(tempfile.mkdtemp(prefix="bad-"))
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            value = case.run(d)
+        if case.cli:
+            errors = [ln for ln in err.getvalue().splitlines() if ln.startswith("napari-4dstem: error: ")]
+            msg = errors[-1].replace("napari-4dstem: error: ", "") if errors else err.getvalue()[-300:]
+            ok = value not in (0, None) and len(errors) == 1 and "Traceback" not in err.getvalue()
+            return Outcome(case, f"exit {value}", _clean(msg, d), ok)
+        return Outcome(case, "accepted", "no error: this input was accepted", False)
+    except FileNotFoundError as e:
+        if "shared data" in str(e):
+            return Outcome(case, "skipped", str(e), True)
+        return Outcome(case, f"CRASH {type(e).__name__}", _clean(str(e), d), False)
+    except SystemExit as e:
+        return Outcome(case, f"exit {e.code}", _clean(err.getvalue().strip().splitlines()[-1], d), e.code != 0)
+    except FourDSTEMError as e:
+        return Outcome(case, type(e).__name__, _clean(str(e), d), True)
+    except Exception as e:  # noqa: BLE001 - this is what the table is for
+        return Outcome(case, f"CRASH {type(e).__name__}", _clean(str(e), d), False)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _clean(msg: str, d: Path) -> str:
+    msg = msg.replace(str(d) + "/", "").replace(str(d), ".").replace("|", "\\|").replace("\n", " ")
+    return msg if len(msg) < 400 else msg[:397] + "..."
+
+
+def table(outcomes: list[Outcome]) -> str:
+    n_ok = sum(o.ok for o in outcomes)
+    lines = [
+        "# Bad inputs and the messages they give",
+        "",
+        "Generated by `docs/scripts/bad_inputs_table.py` (do not edit by hand; rerun it after changing a message).",
+        "Every row must be a project error (`ReaderError`, `DataError`, `ModelError`, `WriteError`, all",
+        "`FourDSTEMError`) or, for the command line, a non-zero exit with one line and no traceback.",
+        "File names are relative to a scratch folder. The fuzzing test (`tests/test_fuzz.py`) adds random,",
+        "truncated and corrupted `.npy`, `.npz`, `.h5`, `.mib` and other files on top of these.",
+        "",
+        f"{len(outcomes)} cases, {n_ok} behave as required.",
+        "",
+        "| # | step | bad input | result | message |",
+        "|---|---|---|---|---|",
+    ]
+    for i, o in enumerate(outcomes, 1):
+        flag = "" if o.ok else " **(bug)**"
+        lines.append(f"| {i} | {o.case.area} | {o.case.what} | {o.kind}{flag} | {o.message} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    outcomes = [run_case(c) for c in cases()]
+    bad = [o for o in outcomes if not o.ok]
+    for o in bad:
+        print(f"misbehaves: [{o.case.area}] {o.case.what}: {o.kind}: {o.message}", file=sys.stderr)
+    if "--check" not in argv:
+        out = ROOT / "docs" / "bad_inputs.md"
+        out.write_text(table(outcomes), encoding="utf-8")
+        print(f"wrote {out} ({len(outcomes)} cases, {len(bad)} misbehaving)")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Export scan-space maps to TIFF (ImageJ/Fiji), PNG (figure with colorbar) and HyperSpy ``.hspy``.
+
+Every export carries the scan step and units: TIFF as ImageJ resolution/unit plus a JSON ``Info``
+entry, PNG in the axes, title and colorbar, ``.hspy`` as axes scale/units (readable by hyperspy,
+pyxem and rosettasciio). Files are written atomically and never replace an existing file unless
+``overwrite=True``. This module imports no napari or Qt.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .results import Results, _check_space, atomic_write
+
+FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".hspy": "hspy"}
+CYCLIC_CMAP = "twilight"  # angles wrap at +-pi: a cyclic map shows no false edge there
+
+
+def export_map(path, image, *, scale=(1.0, 1.0), scan_unit: str = "px", units: str = "", name: str = "",
+               cyclic: bool | None = None, overwrite: bool = False) -> Path:
+    """Write one map (2-D ``(scan_y, scan_x)`` or a stack ``(channel, scan_y, scan_x)``) to a file.
+
+    The format follows the suffix: ``.tif``/``.tiff``, ``.png`` or ``.hspy``.
+
+    Parameters
+    ----------
+    path
+        Output file.
+    image
+        The map.
+    scale, scan_unit
+        Scan step ``(y, x)`` and its unit (e.g. ``"Å"``).
+    units
+        Unit of the values (``"mrad"``, ``"rad"``, ...).
+    name
+        Title (``"com/magnitude"``).
+    cyclic
+        Use a cyclic colormap (PNG); default: when ``units == "rad"`` or the name ends in ``angle``.
+    overwrite
+        Replace an existing file.
+    """
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"unknown export format {path.suffix!r}", path=path,
+                        hint=f"use one of {', '.join(sorted(FORMATS))}")
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or image.size == 0:
+        raise DataError(f"a map must be 2-D (scan_y, scan_x) or 3-D (channel, scan_y, scan_x), got {image.shape}",
+                        path=path)
+    scale = tuple(float(s) for s in scale)
+    if cyclic is None:
+        cyclic = units == "rad" or name.endswith("angle")
+    writer = {"tiff": _write_tiff, "png": _write_png, "hspy": _write_hspy}[fmt]
+    if fmt == "hspy":  # HDF5 copes badly with a full disk: refuse early when it clearly will not fit
+        _check_space(path, image.nbytes + 2**16)
+    with atomic_write(path, overwrite=overwrite, what="export file") as tmp:
+        writer(tmp, image, scale=scale, scan_unit=scan_unit, units=units, name=name, cyclic=cyclic)
+    return path
+
+
+def export_results(results: Results, folder, formats=("tif", "png"), keys=None, overwrite: bool = False,
+                   prefix: str = "") -> list[Path]:
+    """Export maps of a :class:`Results` to ``folder`` (one file per map and format).
+
+    File names are the map keys with ``/`` replaced by ``_`` (``com_magnitude.tif``).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for key in keys or sorted(results.maps):
+        if key not in results.maps:
+            raise DataError(f"no map {key!r} in the results", hint=f"choose from {sorted(results.maps)}")
+        for fmt in formats:
+            p = folder / f"{prefix}{key.replace('/', '_')}.{fmt.lstrip('.')}"
+            out.append(export_map(p, results.maps[key], scale=results.scan_scale, scan_unit=results.scan_unit,
+                                  units=results.units.get(key, ""), name=key, overwrite=overwrite))
+    return out
+
+
+# -- writers -----------------------------------------------------------------------------------
+def _write_tiff(path, image, *, scale, scan_unit, units, name, cyclic):
+    import tifffile
+
+    data = image
+    axes = "CYX" if image.ndim == 3 else "YX"  # an ImageJ hyperstack for a stack
+    if data.dtype not in (np.uint8, np.uint16, np.float32):
+        data = data.astype(np.float32)  # the types ImageJ reads
+    info = json.dumps({"name": name, "units": units, "scale": list(scale), "scale_units": scan_unit,
+                       "axes": ["channel", "scan_y", "scan_x"][-image.ndim:]})
+    tifffile.imwrite(path, np.ascontiguousarray(data), imagej=True, resolution=(1.0 / scale[1], 1.0 / scale[0]),
+                     metadata={"axes": axes, "unit": _imagej_unit(scan_unit), "Info": info})
+
+
+def _imagej_unit(unit: str) -> str:
+    # ImageJ descriptions are ASCII; ImageJ itself turns "A" into Å and "um" into µm.
+    u = {"Å": "A", "µm": "um", "μm": "um", "1/Å": "1/A"}.get(unit, unit)
+    return u.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _write_png(path, image, *, scale, scan_unit, units, name, cyclic):
+    fig = map_figure(image, scale=scale, scan_unit=scan_unit, units=units, name=name, cyclic=cyclic)
+    fig.savefig(path, format="png", dpi=120, bbox_inches="tight")
+
+
+def map_figure(image, *, scale=(1.0, 1.0), scan_unit="px", units="", name="", cyclic=False):
+    """A matplotlib Figure of a map (panels for a 3-D map) with axes in scan units and a colorbar."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, safe in threads
+
+    image = np.asarray(image)
+    chans = [image] if image.ndim == 2 else list(image)
+    fig = Figure(figsize=(4.2 * len(chans), 3.8))
+    sy, sx = scale
+    ny, nx = image.shape[-2:]
+    extent = (-0.5 * sx, (nx - 0.5) * sx, (ny - 0.5) * sy, -0.5 * sy)  # pixel centres at i * step
+    for i, ch in enumerate(chans):
+        ax = fig.add_subplot(1, len(chans), i + 1)
+        kw = {"cmap": CYCLIC_CMAP, "vmin": -np.pi, "vmax": np.pi} if cyclic else {"cmap": "viridis"}
+        im = ax.imshow(ch, extent=extent, interpolation="nearest", **kw)
+        ax.set_xlabel(f"x ({scan_unit})")
+        ax.set_ylabel(f"y ({scan_unit})")
+        label = name if len(chans) == 1 else f"{name} [{i}]"
+        ax.set_title(f"{label}\nstep {sy:.4g} x {sx:.4g} {scan_unit}", fontsize=9)
+        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        cb.set_label(units or "a.u.")
+    return fig
+
+
+def _write_hspy(path, image, *, scale, scan_unit, units, name, cyclic):
+    from rsciio.hspy import file_writer
+
+    axes = []
+    if image.ndim == 3:  # channel = navigation, the map = signal (a stack of Signal2D)
+        axes.append({"name": "channel", "size": image.shape[0], "offset": 0.0, "scale": 1.0, "units": "",
+                     "navigate": True, "index_in_array": 0})
+    data = np.ascontiguousarray(image)
+    n0 = len(axes)
+    for i, (ax, size, sc) in enumerate(zip(("y", "x"), image.shape[-2:], scale, strict=True)):
+        axes.append({"name": ax, "size": int(size), "offset": 0.0, "scale": float(sc), "units": scan_unit,
+                     "navigate": False, "index_in_array": n0 + i})
+    signal = {
+        "data": data,
+        "axes": axes,
+        "metadata": {"General": {"title": name, "original_filename": ""},
+                     "Signal": {"signal_type": "", "quantity": f"{name} ({units})" if units else name}},
+        "original_metadata": {"napari_4dstem": {"name": name, "units": units}},
+        "attributes": {"_lazy": False},
+        "tmp_parameters": {},
+        "package_info": {"package": "", "package_version": ""},  # plain signal: no extension package
+        "learning_results": {},
+        "models": {},
+    }
+    file_writer(str(path), signal, show_progressbar=False)

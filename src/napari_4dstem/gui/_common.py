@@ -1,0 +1,210 @@
+"""Small pieces shared by the docks: running a core ``iter_*`` step in a worker, a dark plot canvas, fields."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import QLabel, QLineEdit, QProgressBar, QSizePolicy
+
+from napari_4dstem.errors import FourDSTEMError
+
+BG = "#262930"  # napari's dark theme background
+FG = "#d1d2d4"
+
+
+def error_message(e: BaseException) -> str:
+    """The core's message for our errors; type and message for anything else."""
+    return str(e) if isinstance(e, FourDSTEMError) else f"{type(e).__name__}: {e}"
+
+
+def alive(widget) -> bool:
+    """False once Qt has deleted the widget (a worker may finish after its dock or viewer closed)."""
+    try:
+        widget.objectName()
+        return True
+    except RuntimeError:
+        return False
+
+
+def guarded(owner, fn):
+    """``fn`` as a slot that does nothing once ``owner`` (a widget) is deleted."""
+    def slot(*args):
+        if owner is None or alive(owner):
+            return fn(*args)
+        return None
+    return slot
+
+
+def run_steps_in_worker(session, steps_factory, *, on_return, on_progress=None, progress_bar=None,
+                        on_finish=None, on_error=None, owner=None):
+    """Run ``result = yield from steps_factory()`` in a napari thread worker.
+
+    ``steps_factory`` builds the core's ``iter_*`` generator (it runs in the worker thread). Each
+    yielded ``Progress`` updates ``progress_bar`` (with an ETA) and calls ``on_progress`` in the GUI
+    thread; ``on_return(result)`` also runs in the GUI thread, so it may touch layers. ``worker.quit()``
+    stops the step at its next yield. Errors become napari notifications.
+    """
+    def job():
+        result = yield from steps_factory()
+        return result
+
+    worker = create_worker(job, _ignore_errors=True)  # errors go to our notification, once
+    t0 = [time.perf_counter()]
+
+    def yielded(p):
+        if progress_bar is not None and getattr(p, "total", 0):
+            set_progress(progress_bar, p.done, p.total, time.perf_counter() - t0[0], p.message)
+        if on_progress is not None:
+            on_progress(p)
+
+    def errored(e):
+        show_error(error_message(e))
+        if on_error is not None:
+            on_error(e)
+
+    worker.yielded.connect(guarded(owner, yielded))
+    worker.returned.connect(guarded(owner, on_return))
+    worker.errored.connect(errored)
+    if on_finish is not None:
+        worker.finished.connect(guarded(owner, on_finish))
+    if progress_bar is not None:
+        progress_bar.setValue(0)
+        progress_bar.setFormat("starting…")
+    session.track(worker)
+    worker.start()
+    return worker
+
+
+def set_progress(bar: QProgressBar, done: int, total: int, elapsed: float, message: str = ""):
+    bar.setMaximum(max(int(total), 1))
+    bar.setValue(int(done))
+    eta = ""
+    if 0 < done < total:
+        left = elapsed / done * (total - done)
+        eta = f" · ETA {int(left // 60)}:{int(left % 60):02d}"
+    bar.setFormat(f"{done}/{total}{eta}")
+    bar.setToolTip(message)
+
+
+def progress_bar() -> QProgressBar:
+    bar = QProgressBar()
+    bar.setTextVisible(True)
+    bar.setFormat("idle")
+    bar.setValue(0)
+    return bar
+
+
+class AsyncPlot(QLabel):
+    """A matplotlib plot drawn off the GUI thread, themed like napari's dark theme.
+
+    ``plot(draw, *args)`` renders ``draw(figure, *args)`` with Agg in a thread worker and shows the
+    image when it is done (the latest request wins), so a slow draw never stalls the event loop.
+    """
+
+    def __init__(self, height_px: int = 170):
+        super().__init__()
+        self.setMinimumHeight(height_px)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.setFixedHeight(height_px)
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._seq = 0
+        self._last = None
+        self._workers: set = set()
+        self.rendered = 0  # images shown so far (tests wait on it)
+
+    def plot(self, draw, *args):
+        self._last = (draw, args)
+        self._seq += 1
+        seq = self._seq
+        w, h, ratio = max(self.width(), 320), self.height(), float(self.devicePixelRatioF())
+        worker = create_worker(_render, draw, args, w, h, ratio, _ignore_errors=True)
+        worker.returned.connect(guarded(self, lambda rgba: self._show(seq, rgba, ratio)))
+        worker.errored.connect(lambda e: show_error(f"plot: {error_message(e)}"))
+        worker.finished.connect(lambda: self._workers.discard(worker))
+        self._workers.add(worker)
+        worker.start()
+        return worker
+
+    def _show(self, seq, rgba, ratio):
+        if seq != self._seq:
+            return
+        h, w = rgba.shape[:2]
+        img = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+        pm = QPixmap.fromImage(img)
+        pm.setDevicePixelRatio(ratio)
+        self.setPixmap(pm)
+        self.rendered += 1
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt name
+        super().resizeEvent(event)
+        if self._last is not None and event.oldSize().width() != event.size().width():
+            self.plot(self._last[0], *self._last[1])
+
+
+def _render(draw, args, w: int, h: int, ratio: float) -> np.ndarray:
+    # a private Figure with the Agg canvas: safe in a worker thread (no pyplot, nothing shared)
+    fig = Figure(figsize=(w / 100, h / 100), dpi=100 * ratio, facecolor=BG, layout="constrained")
+    FigureCanvasAgg(fig)
+    draw(fig, *args)
+    for ax in fig.axes:
+        style_axes(ax)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba()).copy()
+
+
+def style_axes(ax):
+    ax.set_facecolor(BG)
+    ax.tick_params(colors=FG, labelsize=7)
+    for s in ax.spines.values():
+        s.set_color(FG)
+    ax.xaxis.label.set_color(FG)
+    ax.yaxis.label.set_color(FG)
+    ax.xaxis.label.set_size(8)
+    ax.yaxis.label.set_size(8)
+    ax.title.set_color(FG)
+    ax.title.set_size(8)
+
+
+def legend(ax):
+    leg = ax.legend(fontsize=6, facecolor=BG, edgecolor=FG, labelcolor=FG)
+    return leg
+
+
+class OptionalFloat(QLineEdit):
+    """A number field where blank means unknown (None)."""
+
+    def __init__(self, value=None, placeholder="unknown"):
+        super().__init__()
+        self.setPlaceholderText(placeholder)
+        self.set(value)
+
+    def set(self, value):
+        self.setText("" if value is None else f"{float(value):.6g}")
+
+    def get(self) -> float | None:
+        t = self.text().strip()
+        if not t:
+            return None
+        try:
+            return float(t)
+        except ValueError:
+            raise FourDSTEMError(f"{t!r} is not a number", hint="type a number or leave the field blank") from None
+
+
+def update_image(layer, image: np.ndarray) -> None:
+    """Put ``image`` into an image layer in place (same shape and dtype: copy and refresh, which skips
+    napari's dims update and keeps clicks fast); otherwise replace the layer's data."""
+    current = layer.data
+    if (isinstance(current, np.ndarray) and current.flags.writeable and current.shape == image.shape
+            and current.dtype == image.dtype):
+        current[...] = image
+        layer.refresh()
+    else:
+        layer.data = np.array(image, copy=True)

@@ -1,0 +1,314 @@
+"""rrVAE dock: every RRVAEConfig field (paper defaults, fast mode), Train/Stop, progress with ETA,
+live loss and Pearson-r plots, and an epoch picker over the stored checkpoints."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea, QVBoxLayout, QWidget,
+)
+
+from napari_4dstem.errors import FourDSTEMError
+from napari_4dstem.rrvae import RRVAE, RRVAEConfig
+from napari_4dstem.rrvae.config import MODE_DEFAULTS, MODES
+from napari_4dstem.rrvae.train import physical_cores
+
+from ._common import AsyncPlot, error_message, guarded, legend, progress_bar, set_progress
+from ._widgets import DockBase
+
+CHOICES = {"mode": MODES, "activation": ("tanh", "relu", "lrelu", "softplus"), "loss": ("mse",),
+           "scaling": ("none", "std"), "device": ("auto", "cpu", "cuda")}
+MODE_FIELDS = set(MODE_DEFAULTS["faithful"])
+_NOT_PLOTTED = {"epoch", "epoch_done", "batch", "seconds", "elapsed", "eta", "r_best"}
+
+
+def pixel_reconstructions(model, pattern: np.ndarray):
+    """Reconstruction as measured, canonical (unrotated) reconstruction and the model's target for one pattern.
+
+    All three are in the model's detector space (it may bin and scale patterns before training).
+    """
+    x = np.asarray(pattern, dtype=np.float32)[None, None]  # (1, 1, det_y, det_x): a 1 x 1 scan
+    recon = np.asarray(model.reconstruct(x, as_measured=True))[0, 0]
+    canon = np.asarray(model.reconstruct(x, as_measured=False))[0, 0]
+    target = np.asarray(model.prepare(x))[0, 0] if hasattr(model, "prepare") else x[0, 0]
+    if target.shape != recon.shape:
+        target = _resize(target, recon.shape)
+    return recon, canon, target
+
+
+def _resize(img: np.ndarray, shape) -> np.ndarray:
+    fy, fx = img.shape[0] // shape[0], img.shape[1] // shape[1]
+    if fy >= 1 and fx >= 1 and img.shape[0] == fy * shape[0] and img.shape[1] == fx * shape[1]:
+        return img.reshape(shape[0], fy, shape[1], fx).mean(axis=(1, 3))
+    from scipy.ndimage import zoom
+
+    return zoom(img, (shape[0] / img.shape[0], shape[1] / img.shape[1]), order=1)
+
+
+class ConfigForm(QWidget):
+    """A form over every RRVAEConfig field; blank/"mode default" leaves the mode's value."""
+
+    def __init__(self):
+        super().__init__()
+        form = QFormLayout(self)
+        self.fields: dict = {}
+        defaults = RRVAEConfig()
+        for f in dataclasses.fields(RRVAEConfig):
+            default = f.default if f.name not in MODE_FIELDS else None
+            w = self._make(f.name, f.type, default, getattr(defaults, f.name))
+            self.fields[f.name] = w
+            form.addRow(f.name.replace("_", " "), w)
+
+    def _make(self, name, typ, default, example):
+        typ = str(typ)
+        if name in CHOICES:
+            w = QComboBox()
+            if name in MODE_FIELDS:
+                w.addItem("mode default")
+            w.addItems(list(CHOICES[name]))
+            if default is not None:
+                w.setCurrentText(str(default))
+            return w
+        if typ.startswith("bool"):
+            w = QCheckBox()
+            w.setChecked(bool(default))
+            return w
+        w = QLineEdit("" if default is None else str(default))
+        w.setPlaceholderText("mode default" if name in MODE_FIELDS else "none")
+        w.setToolTip(f"example: {example}")
+        return w
+
+    def values(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(RRVAEConfig):
+            w = self.fields[f.name]
+            if isinstance(w, QComboBox):
+                t = w.currentText()
+                out[f.name] = None if t == "mode default" else t
+            elif isinstance(w, QCheckBox):
+                out[f.name] = w.isChecked()
+            else:
+                t = w.text().strip()
+                if not t or t.lower() == "none":
+                    out[f.name] = None
+                else:
+                    typ = str(f.type)
+                    try:
+                        if typ.startswith("str"):
+                            out[f.name] = t
+                        elif typ.startswith("int"):
+                            out[f.name] = int(t)
+                        else:
+                            out[f.name] = float(t)
+                    except ValueError:
+                        raise FourDSTEMError(f"rrVAE parameter {f.name}: {t!r} is not a number") from None
+        return out
+
+    def config(self, **override) -> RRVAEConfig:
+        v = self.values()
+        v.update(override)
+        return RRVAEConfig(**v)
+
+    def set(self, **values):
+        for k, val in values.items():
+            w = self.fields[k]
+            if isinstance(w, QComboBox):
+                w.setCurrentText(str(val))
+            elif isinstance(w, QCheckBox):
+                w.setChecked(bool(val))
+            else:
+                w.setText("" if val is None else str(val))
+
+
+class RRVAEWidget(DockBase):
+    """Train the rrVAE on the preprocessed patterns and show its angle, latent and sd maps."""
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer)
+        lay = QVBoxLayout(self)
+        self.form = ConfigForm()
+        scroll = QScrollArea()
+        scroll.setWidget(self.form)
+        scroll.setWidgetResizable(True)
+        scroll.setMinimumHeight(160)
+        lay.addWidget(scroll, stretch=1)
+        row = QHBoxLayout()
+        self.train_btn = QPushButton("Train")
+        row.addWidget(self.train_btn)
+        lay.addLayout(row)
+        self.bar = progress_bar()
+        lay.addWidget(self.bar)
+        self.status = QLabel("preprocess the data, then train")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        self.plot = AsyncPlot(height_px=180)
+        lay.addWidget(self.plot)
+        pick = QHBoxLayout()
+        pick.addWidget(QLabel("checkpoint"))
+        self.epoch = QComboBox()
+        pick.addWidget(self.epoch, stretch=1)
+        self.restore_btn = QPushButton("Use")
+        pick.addWidget(self.restore_btn)
+        lay.addLayout(pick)
+        self.worker = None
+        self.reports: list[dict] = []
+        self.train_btn.clicked.connect(self.toggle)
+        self.restore_btn.clicked.connect(lambda: self.use_checkpoint())
+
+    # -- training --------------------------------------------------------------------------------
+    def toggle(self):
+        if self.worker is not None:
+            self.stop()
+        else:
+            self.train()
+
+    def stop(self):
+        if self.worker is not None:
+            self.status.setText("stopping at the next step; the last good model is kept")
+            self.worker.quit()
+
+    def train(self, **override):
+        s = self.session
+        patterns = s.preprocessed if s.preprocessed is not None else None
+        if patterns is None:
+            show_error("rrVAE: no preprocessed patterns; run Preprocess first")
+            return None
+        try:
+            cfg = self.form.config(**override)
+        except FourDSTEMError as e:
+            show_error(str(e))
+            return None
+        if cfg.threads is None:
+            # leave a core to the GUI (and the software renderer under Xvfb): a training thread that takes
+            # every core makes the event loop stall for hundreds of ms
+            cfg = dataclasses.replace(cfg, threads=max(1, physical_cores() - 1))
+        model = RRVAE(cfg)
+        com_mag = None if s.com is None else np.asarray(s.com.magnitude)
+        com_ang = None if s.com is None else np.asarray(s.com.angle)
+        self.reports = []
+        self.training_model = model  # the model being (or last) trained
+        self.train_btn.setText("Stop")
+        self.status.setText(f"training ({cfg.mode} mode, {cfg.epochs} epochs)…")
+        t0 = time.perf_counter()
+
+        def progress(p):
+            info = dict(getattr(p, "info", {}) or {})
+            if info.get("epoch_done"):
+                self.status.setText(p.message)
+                self.reports.append(info)
+                self.plot_history()
+            set_progress(self.bar, p.done, p.total, time.perf_counter() - t0, p.message)
+
+        def finished():
+            # the session's model changes only here, in the GUI thread, once training has ended: the
+            # Inspector never runs a model that a worker is still updating. A stopped run has rolled back
+            # to its last completed epoch (the last good model); with none, the previous model stays.
+            self.worker = None
+            self.train_btn.setText("Train")
+            if model.trained:
+                self.session.model = model
+                self.session.history = model.history
+                self._fill_epochs(model)
+                self.status.setText(f"trained {len(model.history)} epoch(s); encoding all patterns…")
+                self.encode()
+            else:
+                self.status.setText("stopped before the first epoch finished: the previous model is kept")
+
+        self.worker = self.start(lambda: model.iter_fit(patterns, com_magnitude=com_mag, com_angle=com_ang),
+                                 on_return=lambda _hist: None, on_progress=progress, on_finish=finished)
+        return self.worker
+
+    def encode(self):
+        s = self.session
+        model, patterns = s.model, s.preprocessed
+        if model is None or patterns is None:
+            return None
+        w = create_worker(model.encode, patterns, _ignore_errors=True)
+        w.returned.connect(guarded(self, self.show_maps))
+        w.errored.connect(lambda e: show_error(error_message(e)))
+        s.track(w)
+        self._workers.append(w)
+        w.start()
+        return w
+
+    def show_maps(self, enc):
+        s = self.session
+        s.encoded = enc
+        s.show_map("rrVAE angle", np.asarray(enc.angle), colormap="twilight", contrast_limits=(-math.pi, math.pi))
+        lat, sd = np.asarray(enc.latents), np.asarray(enc.latent_sd)
+        for k in range(lat.shape[0]):
+            s.show_map(f"rrVAE z{k + 1}", lat[k], colormap="viridis")
+            s.show_map(f"rrVAE sd{k + 1}", sd[k], colormap="gray", visible=False)
+        self.status.setText(f"rrVAE maps shown ({lat.shape[0]} latents)")
+        s.model_changed.emit(s.model)
+
+    # -- history and checkpoints ----------------------------------------------------------------
+    def plot_history(self):
+        return self.plot.plot(draw_history, [dict(r) for r in self.reports])
+
+    def _fill_epochs(self, model):
+        best = getattr(model, "best_epoch", None)
+        loaded = getattr(model, "epoch", None)
+        self.epoch.blockSignals(True)
+        self.epoch.clear()
+        for e in sorted(checkpoint_epochs(model)):
+            tags = [t for t, hit in (("best", e == best), ("loaded", e == loaded)) if hit]
+            self.epoch.addItem(f"epoch {e}" + (f" ({', '.join(tags)})" if tags else ""), e)
+            if e == loaded:
+                self.epoch.setCurrentIndex(self.epoch.count() - 1)
+        self.epoch.blockSignals(False)
+
+    def use_checkpoint(self, epoch=None):
+        """Load the weights of a stored epoch (the picker's choice) and re-encode the maps."""
+        s = self.session
+        epoch = self.epoch.currentData() if epoch is None else epoch
+        if s.model is None or epoch is None:
+            return None
+        try:
+            s.model.restore(epoch)
+        except FourDSTEMError as e:
+            show_error(str(e))
+            return None
+        show_info(f"rrVAE: using the weights of epoch {epoch}")
+        self._fill_epochs(s.model)
+        return self.encode()
+
+
+def checkpoint_epochs(model) -> list:
+    """Epochs (or names) of the checkpoints a model keeps."""
+    for attr in ("checkpoint_epochs", "checkpoints"):
+        v = getattr(model, attr, None)
+        if callable(v):
+            v = v()
+        if v is not None:
+            return list(v.keys()) if hasattr(v, "keys") else list(v)
+    return []
+
+
+def draw_history(fig, reports: list[dict]):
+    """Loss terms (left) and correlations (right) per epoch."""
+    ax_loss, ax_r = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    ep = [r.get("epoch") for r in reports]
+    for key in sorted(reports[-1]) if reports else []:
+        vals = [r.get(key) for r in reports]
+        if key in _NOT_PLOTTED or not all(isinstance(v, (int, float, list, tuple)) for v in vals):
+            continue
+        arr = np.array(vals, dtype=float)
+        ax = ax_r if key in ("r", "circ_r") else ax_loss
+        if arr.ndim == 1:
+            ax.plot(ep, arr, marker=".", lw=1, label=key)
+        else:
+            for k in range(arr.shape[1]):
+                ax.plot(ep, arr[:, k], marker=".", lw=1, label=f"{key}[z{k + 1}]")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_title("loss terms")
+    ax_r.set_xlabel("epoch")
+    ax_r.set_title("r(latent, |COM|), circular r")
+    for ax in (ax_loss, ax_r):
+        if ax.lines:
+            legend(ax)

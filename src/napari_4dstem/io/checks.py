@@ -1,0 +1,218 @@
+"""Checks shared by all readers: options, error translation, shape to 4-D, a cheap NaN/Inf sample."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..dataset import Calibration
+from ..errors import DataError, FourDSTEMError, ReaderError
+
+OPTIONS = ("key", "nav_shape", "cube", "nan_policy", "lazy")
+
+
+@dataclass
+class Raw:
+    """What a format reader hands back before the common checks."""
+
+    data: Any
+    reader: str
+    calibration: Calibration = field(default_factory=Calibration)
+    keepalive: Any = None
+    nav_shape: tuple[int, int] | None = None  # the file's own scan shape for a flat stack of frames
+    notes: list[str] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+
+
+def check_options(path, options: dict) -> dict:
+    """Validate option names and values; returns a normalised copy."""
+    bad = sorted(set(options) - set(OPTIONS))
+    if bad:
+        raise ReaderError(f"unknown option(s) {', '.join(bad)}", path=path,
+                          hint=f"load() accepts {', '.join(OPTIONS)}")
+    opts = dict(options)
+    nav = opts.get("nav_shape")
+    if nav is not None:
+        try:
+            nav = tuple(int(n) for n in nav)
+        except (TypeError, ValueError):
+            nav = ()
+        if len(nav) != 2 or min(nav) < 1:
+            raise ReaderError(f"nav_shape={options['nav_shape']!r} is not two positive integers", path=path,
+                              hint="pass nav_shape=(scan_y, scan_x), e.g. nav_shape=(256, 256)")
+        opts["nav_shape"] = nav
+    cube = opts.get("cube")
+    if cube is not None and (isinstance(cube, bool) or not isinstance(cube, (int, np.integer))):
+        raise ReaderError(f"cube={cube!r} is not an integer", path=path, hint="pass cube=0 for the first 4-D cube")
+    policy = opts.setdefault("nan_policy", "raise")
+    if policy not in ("raise", "ignore"):
+        raise ReaderError(f"nan_policy={policy!r} is not 'raise' or 'ignore'", path=path)
+    return opts
+
+
+@contextlib.contextmanager
+def library_errors(path, what: str = "read"):
+    """Turn exceptions from numpy/h5py/zarr/rosettasciio into a ReaderError naming the file."""
+    try:
+        yield
+    except FourDSTEMError:
+        raise
+    except MemoryError as e:
+        raise ReaderError(f"not enough memory to {what} the file ({e})", path=path,
+                          hint="convert it to an uncompressed .npy, HDF5 or zarr file, which load lazily") from e
+    except Exception as e:  # noqa: BLE001 - any library failure becomes an error the user can act on
+        if "truncated" in str(e).lower():
+            raise ReaderError(f"the file is truncated ({type(e).__name__}: {e})", path=path,
+                              hint="the copy or the acquisition did not finish: copy the file again") from e
+        raise ReaderError(f"could not {what} the file: {type(e).__name__}: {e}", path=path,
+                          hint="check that the file is complete (copy it again) and of the format its "
+                               "extension says") from e
+
+
+# -- shapes -------------------------------------------------------------------------------------
+def _is_lazy_native(a) -> bool:
+    return isinstance(a, np.ndarray)  # numpy arrays and memmaps slice and reshape as views
+
+
+def _as_dask(a, chunks):
+    import dask.array as da
+
+    if isinstance(a, da.Array):
+        return a
+    lock = type(a).__module__.startswith("h5py")  # h5py is not thread safe
+    return da.from_array(a, chunks=chunks, lock=lock, asarray=True)
+
+
+def _n_per_chunk(item_bytes: int, multiple: int = 1) -> int:
+    """How many items (frames, rows) of ``item_bytes`` fit ~DEFAULT_BLOCK_BYTES, a multiple of ``multiple``."""
+    from ..dataset import DEFAULT_BLOCK_BYTES
+
+    n = max(1, DEFAULT_BLOCK_BYTES // max(1, item_bytes * multiple))
+    return n * multiple
+
+
+def reshape_frames(a, nav: tuple[int, int]):
+    """A stack ``(n, det_y, det_x)`` -> ``(scan_y, scan_x, det_y, det_x)`` without reading it."""
+    shape = (nav[0], nav[1]) + tuple(a.shape[1:])
+    if _is_lazy_native(a):
+        return a.reshape(shape)
+    # chunks of whole scan rows so the reshape needs no rechunking
+    frame_bytes = int(np.prod(a.shape[1:])) * np.dtype(a.dtype).itemsize
+    lead = _n_per_chunk(frame_bytes, nav[1])
+    d = _as_dask(a, (lead, -1, -1))
+    if any(c % nav[1] for c in d.chunks[0][:-1]):
+        d = d.rechunk({0: lead})
+    return d.reshape(shape)
+
+
+def take_cube(a, i: int):
+    """``a[i]`` along the first axis, lazily."""
+    if _is_lazy_native(a) or hasattr(a, "compute"):
+        return a[i]
+    row_bytes = int(np.prod(a.shape[2:])) * np.dtype(a.dtype).itemsize
+    return _as_dask(a, (1, _n_per_chunk(row_bytes), -1, -1, -1))[i]
+
+
+def to_4d(raw: Raw, path, nav_shape=None, cube=None):
+    """Bring ``raw.data`` to 4 axes following the options; returns ``(data, notes)``."""
+    a = raw.data
+    shape = tuple(int(s) for s in a.shape)
+    notes: list[str] = []
+    if cube is not None and len(shape) != 5:
+        raise ReaderError(f"cube={cube} was given but the data is {len(shape)}-D {shape}, not 5-D", path=path,
+                          hint="leave out cube= (it picks one 4-D cube of a 5-D file)")
+    if len(shape) == 5:
+        if cube is None:
+            raise ReaderError(
+                f"the data is 5-D {shape}: {shape[0]} 4-D cubes of shape {shape[1:]} along the first axis",
+                path=path, hint=f"choose one with cube=0 ... cube={shape[0] - 1}")
+        if not -shape[0] <= int(cube) < shape[0]:
+            raise ReaderError(f"cube={cube} is out of range: the file has {shape[0]} cubes", path=path,
+                              hint=f"choose cube=0 ... cube={shape[0] - 1}")
+        a = take_cube(a, int(cube))
+        notes.append(f"cube {int(cube)} of {shape[0]} taken from the 5-D array {shape}")
+        shape = shape[1:]
+    if len(shape) == 4:
+        if nav_shape is not None and tuple(nav_shape) != shape[:2]:
+            n = shape[0] * shape[1]
+            _check_count(nav_shape, n, path)
+            flat = a.reshape((n,) + shape[2:]) if _is_lazy_native(a) else _as_dask(a, (1, -1, -1, -1)).reshape(
+                (n,) + shape[2:])
+            a = reshape_frames(flat, nav_shape)
+            notes.append(f"scan shape {shape[:2]} re-shaped to nav_shape {tuple(nav_shape)}")
+        return a, notes
+    if len(shape) == 3:
+        nav = nav_shape or raw.nav_shape
+        if nav is None:
+            raise ReaderError(
+                f"the data is a 3-D stack of {shape[0]} frames of {shape[1]} x {shape[2]} pixels and the file "
+                "does not say the scan shape", path=path,
+                hint="pass nav_shape=(scan_y, scan_x) whose product is the number of frames")
+        _check_count(nav, shape[0], path, "nav_shape" if nav_shape is not None else "the file's scan shape")
+        if nav_shape is None:
+            notes.append(f"scan shape {tuple(nav)} from the file's metadata")
+        return reshape_frames(a, tuple(nav)), notes
+    raise ReaderError(
+        f"the data is {len(shape)}-D {shape}; 4D-STEM data needs 4 axes (scan_y, scan_x, det_y, det_x)",
+        path=path, hint="a 3-D frame stack loads with nav_shape=(scan_y, scan_x); a 5-D file with cube=")
+
+
+def _check_count(nav, n_frames: int, path, what: str = "nav_shape") -> None:
+    prod = int(nav[0]) * int(nav[1])
+    if prod != n_frames:
+        raise ReaderError(
+            f"{what} {tuple(nav)} holds {prod} probe positions but the file has {n_frames} frames",
+            path=path, hint=f"pass a nav_shape whose product is {n_frames}")
+
+
+# -- NaN / Inf ----------------------------------------------------------------------------------
+SAMPLE_ROW_BYTES = 16 * 2**20
+SAMPLE_FRAMES_PER_ROW = 8
+
+
+def sample_rows(data) -> list[np.ndarray]:
+    """The first, middle and last scan rows (or evenly spaced frames of them when rows are large)."""
+    sy, sx = int(data.shape[0]), int(data.shape[1])
+    itemsize = np.dtype(data.dtype).itemsize
+    row_bytes = sx * int(data.shape[2]) * int(data.shape[3]) * itemsize
+    out = []
+    for y in sorted({0, sy // 2, sy - 1}):
+        if row_bytes <= SAMPLE_ROW_BYTES:
+            out.append(_np(data[y]))
+        else:
+            for x in sorted({int(round(v)) for v in np.linspace(0, sx - 1, SAMPLE_FRAMES_PER_ROW)}):
+                out.append(_np(data[y, x]))
+    return out
+
+
+def check_finite(data, path, policy: str) -> str | None:
+    """Raise DataError on NaN/Inf in a sample of frames (policy "raise"); returns a note or None."""
+    dt = np.dtype(data.dtype)
+    if dt.kind not in "fc":
+        return None
+    bad = sum(int(np.size(s) - np.count_nonzero(np.isfinite(s))) for s in sample_rows(data))
+    if not bad:
+        return None
+    if policy == "raise":
+        raise DataError(
+            f"{bad} NaN or Inf values in the first/middle/last scan rows", path=path,
+            hint="repair the file, or load with nan_policy='ignore' and mask or replace them before analysis")
+    return f"{bad} NaN/Inf values found in the sampled scan rows (nan_policy='ignore')"
+
+
+def _np(a) -> np.ndarray:
+    if hasattr(a, "compute"):
+        a = a.compute()
+    return np.asarray(a)
+
+
+def file_size_check(path: Path) -> None:
+    """Missing path or empty file -> ReaderError before any library sees it."""
+    if not path.exists():
+        raise ReaderError("file not found", path=path, hint="check the path and the spelling of the file name")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ReaderError("the file is empty (0 bytes)", path=path,
+                          hint="the copy or the acquisition did not finish: copy the file again")

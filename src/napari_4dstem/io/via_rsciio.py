@@ -1,0 +1,282 @@
+"""Formats read through rosettasciio: Merlin, Gatan DM, NanoMegas blockfile, EMPAD, Velox/Prismatic EMD,
+HyperSpy hspy/zspy. rosettasciio is imported on first use (it is slow to import)."""
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..dataset import Calibration
+from ..errors import ReaderError
+from . import units
+from .checks import Raw
+
+
+def call_reader(plugin: str, path: Path, **kwargs) -> list[dict]:
+    """``rsciio.<plugin>.file_reader(path, lazy=True)``, or eager where the plugin cannot be lazy."""
+    mod = importlib.import_module(f"rsciio.{plugin}")
+    try:
+        return mod.file_reader(str(path), lazy=True, **kwargs)
+    except NotImplementedError as e:
+        if "lazy" not in str(e).lower():
+            raise
+        return mod.file_reader(str(path), lazy=False, **kwargs)
+
+
+# -- axes and metadata -> Calibration -----------------------------------------------------------
+def _sorted_axes(d: dict) -> list[dict]:
+    axes = list(d.get("axes") or [])
+    if axes and all("index_in_array" in a for a in axes):
+        axes.sort(key=lambda a: int(a["index_in_array"]))
+    return axes
+
+
+def _get(tree: dict, dotted: str):
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        tree = tree.setdefault(p, {})
+    tree[parts[-1]] = value
+
+
+def full_metadata(d: dict) -> dict:
+    """rosettasciio's ``metadata`` completed with its ``mapping`` from ``original_metadata``.
+
+    (HyperSpy applies the mapping when it builds a signal; we have no signal, so we apply it here.)
+    """
+    md = dict(d.get("metadata") or {})
+    om = d.get("original_metadata") or {}
+    for src, target in (d.get("mapping") or {}).items():
+        value = _get(om, src)
+        if value is None or not target:
+            continue
+        dest, func = (target if isinstance(target, (tuple, list)) else (target, None))[:2]
+        try:
+            value = func(value) if func is not None else value
+        except Exception:  # noqa: BLE001 - a mapping that does not apply is just unknown
+            continue
+        if _get(md, dest) is None:
+            _set(md, dest, value)
+    return md
+
+
+def _positive(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) and f > 0 else None
+
+
+def calibration_from(d: dict) -> Calibration:
+    """Scan step from the two last navigation axes, detector pixel from the signal axes,
+    energy and convergence angle from the metadata. Unknown stays None."""
+    axes = _sorted_axes(d)
+    cal = Calibration()
+    if len(axes) < 4:
+        return cal
+    ay, ax, qy, qx = axes[-4:]
+    (sy, sx), su = units.pair(units.length(ay.get("scale"), ay.get("units")),
+                              units.length(ax.get("scale"), ax.get("units")))
+    (py, px), pu = units.pair(units.reciprocal(qy.get("scale"), qy.get("units")),
+                              units.reciprocal(qx.get("scale"), qx.get("units")))
+    cal.scan_step, cal.scan_unit = (sy, sx), su
+    cal.detector_pixel, cal.detector_unit = (py, px), pu
+    # a non-zero signal offset places q = 0: that is the beam centre in pixels
+    if pu is not None and py and px:
+        cy, cx = (-float(qy.get("offset") or 0.0) / float(qy["scale"]),
+                  -float(qx.get("offset") or 0.0) / float(qx["scale"]))
+        if (cy or cx) and 0 <= cy <= int(qy.get("size", 0)) - 1 and 0 <= cx <= int(qx.get("size", 0)) - 1:
+            cal.detector_center = (cy, cx)
+    md = full_metadata(d)
+    tem = _get(md, "Acquisition_instrument.TEM") or {}
+    kev = _positive(tem.get("beam_energy"))
+    if kev:
+        cal.beam_energy_ev = kev * 1000.0
+    alpha = _positive(tem.get("convergence_angle"))
+    if alpha:
+        cal.convergence_semiangle_mrad = alpha
+    return cal
+
+
+def pick_signal(dicts: list[dict], path: Path, key=None) -> tuple[dict, list[str]]:
+    """The 4-D (or 5-D) signal among those a file holds; ``key`` = index or title."""
+    def title(d):
+        return str(_get(d.get("metadata") or {}, "General.title") or "")
+
+    desc = ", ".join(f"[{i}] {title(d)!r} {tuple(d['data'].shape)}" for i, d in enumerate(dicts))
+    if key is not None:
+        for i, d in enumerate(dicts):
+            if (isinstance(key, (int, np.integer)) and i == key) or title(d) == str(key):
+                return d, [f"signal [{i}] {title(d)!r}"]
+        raise ReaderError(f"no signal {key!r} in the file; signals: {desc}", path=path,
+                          hint="pass key= with an index or a title from this list")
+    big = [i for i, d in enumerate(dicts) if np.ndim(d["data"]) in (4, 5)]
+    if len(big) == 1:
+        i = big[0]
+    elif len(big) > 1:
+        raise ReaderError(f"the file holds {len(big)} 4-D/5-D signals: {desc}", path=path,
+                          hint="choose one with key=<index or title>")
+    elif len(dicts) == 1:
+        i = 0
+    else:
+        raise ReaderError(f"no 4-D signal in the file; signals: {desc}", path=path,
+                          hint="pass key=<index> (and nav_shape= for a 3-D frame stack)")
+    return dicts[i], ([f"signal [{i}] {title(dicts[i])!r}"] if len(dicts) > 1 else [])
+
+
+def read_plugin(plugin: str, path: Path, opts: dict, reader: str | None = None, **kwargs) -> Raw:
+    dicts = call_reader(plugin, path, **kwargs)
+    d, notes = pick_signal(dicts, path, opts.get("key"))
+    return Raw(d["data"], reader or plugin, calibration=calibration_from(d), notes=notes,
+               metadata={"original_metadata": d.get("original_metadata") or {}})
+
+
+# -- Prismatic / Velox EMD ----------------------------------------------------------------------
+def read_emd(path: Path, opts: dict, flavour: str) -> Raw:
+    raw = read_plugin("emd", path, opts, reader=f"emd-{flavour}")
+    if flavour == "prismatic":
+        # energy and probe angle live in the simulation parameters
+        sp = _get(raw.metadata["original_metadata"], "simulation_parameters") or {}
+        e0 = _positive(sp.get("E0"))
+        if e0 and raw.calibration.beam_energy_ev is None:
+            raw.calibration.beam_energy_ev = e0 * 1000.0  # keV
+        alpha = _positive(sp.get("probeSemiangle"))
+        if alpha and raw.calibration.convergence_semiangle_mrad is None:
+            raw.calibration.convergence_semiangle_mrad = alpha
+        raw.notes.append("Prismatic labels its lengths '[n_m]'; compare the scan step with its probeStepX="
+                         f"{sp.get('probeStepX')} (Prismatic parameters are in Å)")
+    return raw
+
+
+# -- Merlin ------------------------------------------------------------------------------------
+_MIB_DTYPES = {"U08": 1, "U16": 2, "U32": 4, "U64": 8}  # 1/6-bit in U08, 12-bit U16, 24-bit U32
+
+
+def _mib_frame(path: Path) -> tuple[int, int, int, str]:
+    """(bytes per frame incl. header, height, width, dtype code) from the first frame header."""
+    with open(path, "rb") as fh:
+        head = fh.read(384)
+    fields = head.decode("ascii", "replace").split(",")
+    if len(fields) < 7 or fields[0] != "MQ1":
+        raise ReaderError("not a Merlin .mib file (no 'MQ1' frame header)", path=path,
+                          hint="check the file; raw-mode (R64) acquisitions are not supported")
+    head_size, width, height, code = int(fields[2]), int(fields[4]), int(fields[5]), fields[6].strip()
+    if code not in _MIB_DTYPES:
+        raise ReaderError(f"unsupported Merlin pixel type {code!r}", path=path,
+                          hint="save the acquisition in counting (not raw) mode")
+    return head_size + width * height * _MIB_DTYPES[code], height, width, code
+
+
+def _parse_hdr(path: Path) -> dict:
+    out = {}
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _int(v) -> int | None:
+    try:
+        return int(str(v).split()[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def nav_from_name(name: str, n_frames: int) -> tuple[int, int] | None:
+    """``..._nav4x2_...`` or ``..._4x2_...`` (x by y, as Merlin users write it) -> (scan_y, scan_x)."""
+    for pattern in (r"nav(\d+)x(\d+)", r"(?<![A-Za-z\d])(\d+)x(\d+)(?![\d])"):
+        for m in re.finditer(pattern, name):
+            x, y = int(m.group(1)), int(m.group(2))
+            if x * y == n_frames:
+                return (y, x)
+    return None
+
+
+def read_merlin(path: Path, opts: dict) -> Raw:
+    if path.suffix.lower() == ".hdr":
+        mib = path.with_suffix(".mib")
+        if not mib.is_file():
+            raise ReaderError(f"no {mib.name} beside the header", path=path, hint="open the .mib file")
+        path = mib
+    frame_bytes, height, width, code = _mib_frame(path)
+    size = path.stat().st_size
+    n_frames, rest = divmod(size, frame_bytes)
+    hdr = _parse_hdr(path.with_suffix(".hdr"))
+    n_hdr = _int(hdr.get("Frames in Acquisition (Number)"))
+    nav_opt = opts.get("nav_shape")
+    notes = []
+    if rest or (n_hdr and n_frames < n_hdr):
+        said = f"the header says {n_hdr} frames" if n_hdr else f"{rest} bytes of a frame are left over"
+        if nav_opt is None or nav_opt[0] * nav_opt[1] != n_frames:
+            raise ReaderError(f"the file is truncated: it holds {n_frames} complete frames and {said}",
+                              path=path, hint="copy the file again, or read the complete frames with "
+                                              f"nav_shape=(scan_y, scan_x) whose product is {n_frames}")
+        notes.append(f"truncated file: read {n_frames} complete frames ({said})")
+    if nav_opt is not None:
+        if nav_opt[0] * nav_opt[1] != n_frames:
+            raise ReaderError(f"nav_shape {tuple(nav_opt)} holds {nav_opt[0] * nav_opt[1]} probe positions but "
+                              f"the file has {n_frames} frames", path=path,
+                              hint=f"pass a nav_shape whose product is {n_frames}")
+        nav, how = tuple(nav_opt), "nav_shape option"
+    else:
+        sx, sy = _int(hdr.get("ScanX")), _int(hdr.get("ScanY"))
+        if sx and sy and sx * sy == n_frames:
+            nav, how = (sy, sx), "header ScanX/ScanY"
+        else:
+            nav, how = nav_from_name(path.stem, n_frames), "file name"
+            if nav is None:
+                how = "rosettasciio (header triggers / frame time stamps)"
+    kwargs = {"navigation_shape": (nav[1], nav[0])} if nav else {}  # rosettasciio wants (x, y)
+    d = call_reader("quantumdetector", path, **kwargs)[0]
+    data = d["data"]
+    # rosettasciio flips detector rows; undo it so pixels keep the file's (and the ROI's) row numbers
+    data = data[..., ::-1, :]
+    notes.append(f"scan shape from the {how}; {code} frames of {height} x {width} in file order")
+    return Raw(data, "merlin", calibration=calibration_from(d), notes=notes,
+               metadata={"dwell_time_s": _get(d.get("metadata") or {}, "Acquisition_instrument.dwell_time")})
+
+
+# -- NanoMegas blockfile ------------------------------------------------------------------------
+def read_blockfile(path: Path, opts: dict) -> Raw:
+    from rsciio.blockfile._api import get_header_dtype_list
+
+    header = np.fromfile(path, dtype=get_header_dtype_list("<"), count=1)
+    if header.size == 0 or bytes(header["ID"][0])[:6] != b"IMGBLO":
+        raise ReaderError("not a NanoMegas blockfile (no 'IMGBLO' signature)", path=path,
+                          hint="check the file's real format")
+    nx, ny, dp = (int(header[k][0]) for k in ("NX", "NY", "DP_SZ"))
+    need = int(header["Data_offset_2"][0]) + nx * ny * (dp * dp + 6)
+    size = path.stat().st_size
+    if size < need:
+        raise ReaderError(f"the file is truncated: its header says {ny} x {nx} patterns of {dp} x {dp} "
+                          f"({need} bytes) but it has {size} bytes", path=path, hint="copy the file again")
+    return read_plugin("blockfile", path, opts, reader="blo")
+
+
+# -- EMPAD --------------------------------------------------------------------------------------
+def read_empad(path: Path, opts: dict) -> Raw:
+    if path.suffix.lower() == ".raw":
+        xmls = [p for p in path.parent.glob("*.xml") if path.name in p.read_text(errors="replace")]
+        if len(xmls) != 1:
+            raise ReaderError("an EMPAD .raw file is read through its .xml description, which was not found "
+                              "beside it", path=path, hint="open the .xml file of the acquisition")
+        path = xmls[0]
+    raw = read_plugin("empad", path, opts, reader="empad")
+    raw.calibration.detector_center = None  # rosettasciio's -64 px offset is its assumption, not the file's
+    return raw

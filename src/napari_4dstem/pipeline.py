@@ -1,0 +1,254 @@
+"""The headless analysis: load -> navigator and virtual images -> COM -> preprocess -> rrVAE -> Results.
+
+Shared by the CLI (``napari-4dstem analyze``) and usable from scripts or a cluster job. It only calls
+the core functions, which read the data block by block, so a file larger than memory works as long
+as the preprocessed patterns (binned to ~64 x 64 by default) fit. Defaults are the GUI's: every
+step's parameters default to the defaults of the function it calls.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import time
+from pathlib import Path
+from typing import Any
+
+from .dataset import Dataset4D
+from .errors import DataError
+from .progress import Progress, Steps, run_steps
+
+_NAV = "__navigator__"
+
+#: Sections of a params.toml and of :func:`analyze`'s ``params``.
+SECTIONS = ("load", "preprocess", "com", "virtual", "rrvae")
+
+#: Defaults beyond those of the functions called (empty section = the function's defaults).
+DEFAULTS: dict[str, Any] = {
+    "load": {},
+    "preprocess": {},  # Preprocessing(): bin to ~64 px, mean subtraction, min-max to [0, 1] (the paper)
+    "com": {},  # center_of_mass(): rotation and flip "auto", detector pixels
+    "virtual": {"bf": {"kind": "bf"}, "adf": {"kind": "adf"}},
+    "rrvae": {},  # RRVAEConfig(): faithful mode (the paper's settings)
+    "navigator": "sum",
+    "run_rrvae": True,
+}
+
+
+def default_params() -> dict[str, Any]:
+    """A fresh copy of :data:`DEFAULTS`."""
+    return copy.deepcopy(DEFAULTS)
+
+
+def load_config(path) -> dict[str, Any]:
+    """Read a params.toml (sections ``[load]``, ``[preprocess]``, ``[com]``, ``[virtual]``, ``[rrvae]``).
+
+    Unknown sections or keys raise :class:`DataError` naming the file and the allowed names, so a typo
+    never silently falls back to a default.
+    """
+    import tomllib
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            cfg = tomllib.load(f)
+    except FileNotFoundError:
+        raise DataError("config file not found", path=path, hint="check the --config path") from None
+    except OSError as e:
+        raise DataError(f"cannot read the config file ({e.strerror})", path=path) from None
+    except tomllib.TOMLDecodeError as e:
+        raise DataError(f"not valid TOML: {e}", path=path, hint="see docs/cli.md for an example") from None
+    except UnicodeDecodeError:
+        raise DataError("not a text (UTF-8) file", path=path, hint="give a params.toml, see docs/cli.md") from None
+    bad = sorted(set(cfg) - set(SECTIONS))
+    if bad:
+        raise DataError(f"unknown section(s) {bad}", path=path, hint=f"use {', '.join(f'[{s}]' for s in SECTIONS)}")
+    check_params(cfg, path=path)
+    return cfg
+
+
+def _allowed(section: str) -> set[str] | None:
+    if section == "preprocess":
+        from .preprocess import Preprocessing
+
+        return set(inspect.signature(Preprocessing).parameters)
+    if section == "com":
+        from .com import center_of_mass
+
+        return set(inspect.signature(center_of_mass).parameters) - {"data", "callback", "cancel"}
+    if section == "rrvae":
+        from .rrvae.config import RRVAEConfig
+
+        return {f.name for f in dataclasses.fields(RRVAEConfig)}
+    if section == "load":
+        from .io import OPTIONS
+
+        return set(OPTIONS)
+    return None  # virtual: detector names are free
+
+
+def check_params(params: dict, path=None) -> None:
+    """Raise :class:`DataError` for unknown keys in the step sections of ``params``."""
+    for section in SECTIONS:
+        given = params.get(section) or {}
+        if not isinstance(given, dict):
+            raise DataError(f"[{section}] must be a table of parameters, got {given!r}", path=path)
+        allowed = _allowed(section)
+        if allowed is None:
+            for name, spec in given.items():
+                if not isinstance(spec, dict):
+                    raise DataError(f"[virtual.{name}] must be a table like {{kind = \"adf\"}}, got {spec!r}",
+                                    path=path)
+            continue
+        bad = sorted(set(given) - allowed)
+        if bad:
+            raise DataError(f"unknown [{section}] parameter(s) {bad}", path=path,
+                            hint=f"allowed: {', '.join(sorted(allowed))}")
+
+
+def merge_params(*layers: dict | None) -> dict[str, Any]:
+    """Merge parameter dicts section by section (later wins); starts from :data:`DEFAULTS`."""
+    out = default_params()
+    for layer in layers:
+        for k, v in (layer or {}).items():
+            if k in SECTIONS and k != "virtual" and isinstance(v, dict):
+                out[k] = {**out.get(k, {}), **v}
+            else:
+                out[k] = copy.deepcopy(v)
+    return out
+
+
+def _tuples(d: dict) -> dict:
+    # TOML has no tuples; the core functions take (y, x) pairs and ("disc", r) masks as tuples.
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool = False) -> Steps:
+    """Generator form of :func:`analyze`; yields :class:`Progress` whose ``info["stage"]`` names the step."""
+    from .results import Results, save_results
+
+    p = merge_params(params)
+    check_params(p)
+    stages = ["load", "maps", "com", "preprocess"]  # maps: navigator and virtual images
+    if p.get("run_rrvae", True):
+        stages += ["rrvae", "encode"]
+    if out is not None:
+        stages.append("save")
+    n = len(stages)
+    timings: dict[str, float] = {}
+
+    def stage(name: str, steps):
+        i = stages.index(name)
+        t0 = time.perf_counter()
+        yield Progress(0, 1, name, {"stage": name, "stage_index": i, "n_stages": n})
+        try:
+            while True:
+                pr = next(steps)
+                yield Progress(pr.done, pr.total, pr.message, {**pr.info, "stage": name, "stage_index": i,
+                                                                 "n_stages": n})
+        except StopIteration as stop:
+            timings[name] = round(time.perf_counter() - t0, 3)
+            yield Progress(1, 1, f"{name} done", {"stage": name, "stage_index": i, "n_stages": n, "stage_done": True})
+            return stop.value
+
+    ds = yield from stage("load", _just(lambda: _open(source, p["load"])))
+    from .com import iter_center_of_mass
+    from .preprocess import Preprocessing
+    from .virtual import detector_mask
+
+    pp = Preprocessing(**_tuples(p["preprocess"]))
+    work = _scan_window(ds, pp)  # maps share the rrVAE's (cropped) scan grid
+    specs = {k: _tuples(v) for k, v in p["virtual"].items()}
+    warnings: list[str] = []
+    if "virtual" not in (params or {}):
+        # The default detectors guess radii from the data; on odd data (empty frames, tiny detectors)
+        # skip the ones that cannot be built instead of failing the whole batch run.
+        for name in list(specs):
+            try:
+                detector_mask(work, **specs[name])
+            except DataError as e:
+                del specs[name]
+                warnings.append(f"virtual image {name!r} skipped: {e.problem}")
+                yield Progress(0, 1, warnings[-1], {"stage": "maps", "stage_index": 1, "n_stages": n,
+                                                    "warning": warnings[-1]})
+    nav, virtual = yield from stage("maps", _iter_maps(work, p.get("navigator", "sum"), specs))
+    com = yield from stage("com", iter_center_of_mass(work, **_tuples(p["com"])))
+    pre = yield from stage("preprocess", pp.iter_fit_transform(ds))
+    model = latent = None
+    if p.get("run_rrvae", True):
+        from .rrvae import RRVAE, RRVAEConfig
+
+        model = RRVAE(RRVAEConfig(**p["rrvae"]))
+        yield from stage("rrvae", model.iter_fit(pre, com_magnitude=com.magnitude, com_angle=com.angle))
+        latent = yield from stage("encode", _just(lambda: model.encode(pre)))
+    info: dict[str, Any] = {"timings_s": timings}
+    if warnings:
+        info["warnings"] = warnings
+    if pp.crop_scan is not None:
+        info["scan_window"] = [int(v) for v in pp.crop_scan]
+    results = Results.from_analysis(
+        ds, com=com, virtual={k: v.image for k, v in virtual.items()}, navigator=nav, rrvae_model=model,
+        maps=latent, preprocessing=pp, info=info,
+        parameters={"virtual": {k: v.parameters for k, v in virtual.items()}, "navigator": {"kind": p["navigator"]},
+                    "pipeline": {"run_rrvae": bool(p.get("run_rrvae", True))}})
+    if out is not None:
+        yield from stage("save", _just(lambda: save_results(out, results, overwrite=overwrite)))
+    return results
+
+
+def analyze(source, params: dict | None = None, out=None, overwrite: bool = False, callback=None,
+            cancel=None):
+    """Run the whole analysis on a file or dataset and return (and optionally save) :class:`Results`.
+
+    Parameters
+    ----------
+    source
+        A path (opened with :func:`napari_4dstem.io.load` and the ``[load]`` options) or a Dataset4D.
+    params
+        ``{"load": {...}, "preprocess": {...}, "com": {...}, "virtual": {name: {...}}, "rrvae": {...},
+        "run_rrvae": bool, "navigator": "sum" | "bf"}``; missing entries take :data:`DEFAULTS`.
+    out
+        Results file to write (atomically); None = do not write.
+    overwrite
+        Replace an existing ``out``.
+    callback, cancel
+        As in :func:`napari_4dstem.run_steps`.
+    """
+    return run_steps(iter_analyze(source, params, out, overwrite), callback, cancel, "analysis")
+
+
+def _iter_maps(ds: Dataset4D, navigator: str, specs: dict) -> Steps:
+    """Navigator and virtual images; a summed navigator rides along with the virtual pass (one read of the data)."""
+    from .virtual import iter_navigator_image, iter_virtual_images
+
+    if navigator == "sum" and specs:
+        import numpy as np
+
+        virtual = yield from iter_virtual_images(ds, {**specs, _NAV: {"kind": "mask",
+                                                                     "mask": np.ones(ds.detector_shape, np.float32)}})
+        return virtual.pop(_NAV).image, virtual
+    nav = yield from iter_navigator_image(ds, navigator)
+    virtual = (yield from iter_virtual_images(ds, specs)) if specs else {}
+    return nav, virtual
+
+
+def _just(fn):
+    """A one-step generator around a plain call (so every stage reports start and end)."""
+    return fn()
+    yield  # pragma: no cover - makes this a generator
+
+
+def _open(source, load_opts: dict) -> Dataset4D:
+    if isinstance(source, Dataset4D):
+        return source
+    from .io import load
+
+    return load(source, **_tuples(load_opts))
+
+
+def _scan_window(ds: Dataset4D, pp) -> Dataset4D:
+    if pp.crop_scan is None:
+        return ds
+    y0, y1, x0, x1 = pp._scan_window(ds)  # validates the window against the scan
+    # dask slicing keeps the crop lazy for h5py / memmap sources
+    return ds.with_data(ds.to_dask()[y0:y1, x0:x1], note=f"scan window {[y0, y1, x0, x1]}")

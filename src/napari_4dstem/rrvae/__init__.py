@@ -1,0 +1,11 @@
+"""Rotationally invariant VAE (rrVAE) for 4D-STEM: the paper's model, faithful by default, with a fast mode.
+
+torch is imported only in this subpackage. See docs/rrvae.md.
+"""
+from __future__ import annotations
+
+from .config import RRVAEConfig
+from .maps import LatentMaps, circular_r, pearson_r, zscore_max
+from .train import RRVAE
+
+__all__ = ["RRVAE", "RRVAEConfig", "LatentMaps", "pearson_r", "circular_r", "zscore_max"]

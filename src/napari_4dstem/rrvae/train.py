@@ -1,0 +1,456 @@
+"""The rrVAE estimator: training with progress/cancel, the paper's stopping rule, maps, reconstructions."""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..errors import DataError, ModelError
+from ..progress import Progress, run_steps
+from . import io as _io
+from .config import RRVAEConfig
+from .data import View, as_patterns
+from .maps import LatentMaps, circular_r, pearson_r, wrap_angle
+from .model import RVAENet, coord_grid, kl_terms, recon_term
+
+#: Keep every epoch's weights while they take less than this; beyond, keep the best and the last.
+CHECKPOINT_BYTES = 256 * 2**20
+_ENCODE_BATCH = 1024
+_DECODE_BATCH = 16
+#: Seconds between progress reports inside an epoch (each report is a point where a GUI can cancel).
+PROGRESS_SECONDS = 0.2
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matmuls run natively (CUDA with bf16, or a CPU with AVX512-BF16 / AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def physical_cores() -> int:
+    """Physical CPU cores usable by this process (SMT siblings counted once)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores = set()
+    for c in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            cores.add(str(c))
+    return max(1, len(cores))
+
+
+class RRVAE:
+    """Rotationally invariant VAE (Oxley, Ziatdinov et al. 2021; atomai ``rVAE``) for 4D-STEM patterns.
+
+    Parameters
+    ----------
+    config
+        :class:`RRVAEConfig` (keywords are accepted instead: ``RRVAE(mode="fast")``).
+
+    Attributes
+    ----------
+    history : list of dict
+        One report per epoch: loss terms, validation loss, time, correlations with the COM maps.
+    best_epoch : int or None
+        The recorded epoch with the highest |Pearson r| between a latent map and |COM| (the paper's stopping
+        rule); without COM maps, the epoch with the lowest (validation) loss.
+    """
+
+    def __init__(self, config: RRVAEConfig | None = None, **kwargs):
+        self.config = config if config is not None else RRVAEConfig(**kwargs)
+        self.history: list[dict] = []
+        self.best_epoch: int | None = None
+        self.checkpoints: dict[int, dict] = {}
+        self.net: RVAENet | None = None
+        self.view: View | None = None
+        self.preprocessing: dict | None = None
+        self.epoch: int | None = None  # epoch whose weights are loaded
+
+    # -- set-up --------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        d = self.config.device
+        if d == "auto":
+            d = "cuda" if torch.cuda.is_available() else "cpu"
+        return torch.device(d)
+
+    @property
+    def trained(self) -> bool:
+        return self.net is not None and bool(self.history)
+
+    def _new_net(self, n_pixels: int) -> RVAENet:
+        c = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            net = RVAENet(n_pixels, c.latent_dim, c.hidden, c.layers, c.activation, c.translation)
+        return net.to(self.device)
+
+    # -- training ------------------------------------------------------------------------------
+    def fit(self, patterns, com_magnitude=None, com_angle=None, callback: Callable | None = None,
+            cancel: threading.Event | None = None) -> list[dict]:
+        """Train; returns :attr:`history`. With ``cancel`` set, raises Cancelled and keeps the last epoch."""
+        return run_steps(self.iter_fit(patterns, com_magnitude, com_angle), callback, cancel, "rrVAE training")
+
+    def iter_fit(self, patterns, com_magnitude=None, com_angle=None, callback=None, cancel=None):
+        """Generator form of :meth:`fit`: yields :class:`Progress` every few batches and after each epoch.
+
+        The epoch report is ``Progress.info`` at the end of each epoch (``info["epoch_done"]`` is True).
+        Closing the generator (napari ``worker.quit()``) keeps the model of the last completed epoch.
+        ``callback``/``cancel`` are accepted for symmetry with :meth:`fit` and used the same way.
+        """
+        if callback is not None or cancel is not None:
+            return (yield from _wrap(self.iter_fit(patterns, com_magnitude, com_angle), callback, cancel))
+        cfg = self.config
+        arr = as_patterns(patterns)
+        sy, sx, h, w = arr.shape
+        com_magnitude = _check_map(com_magnitude, (sy, sx), "com_magnitude")
+        com_angle = _check_map(com_angle, (sy, sx), "com_angle")
+        torch.set_num_threads(int(cfg.threads or physical_cores()))
+        dev = self.device
+        flat = arr.reshape(-1, h, w)
+        n = flat.shape[0]
+        view = View((h, w), cfg.detector_size, cfg.scaling)
+        view.fit(flat, (sy, sx))
+        x = view.forward(torch.from_numpy(flat)).to(dev).contiguous()
+        del flat
+        grid = coord_grid(h, w, view.size, view.size).to(dev)
+        net = self._new_net(view.n_pixels)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        order = torch.randperm(n, generator=gen)
+        n_val = int(round(cfg.val_fraction * n))
+        if n - n_val < 1:
+            raise DataError(f"val_fraction={cfg.val_fraction} leaves no pattern to train on")
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        try:  # one fused kernel for all parameters (same maths as the default Adam)
+            opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        bs = min(cfg.batch_size, len(train_idx))
+        n_batches = math.ceil(len(train_idx) / bs)
+        total = cfg.epochs * n_batches
+        self._amp = cfg.precision == "bfloat16" or (cfg.precision == "auto" and native_bf16(dev))
+
+        # Fresh state: the model counts as trained once its first epoch completes.
+        self.net, self.view, self.history, self.checkpoints, self.best_epoch = None, None, [], {}, None
+        self._scan_shape = (sy, sx)
+        t0 = time.perf_counter()
+        last_yield = t0
+        epoch = 0
+        try:
+            for epoch in range(1, cfg.epochs + 1):
+                net.train()
+                te = time.perf_counter()
+                perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
+                sums = np.zeros(3)
+                for b in range(n_batches):
+                    idx = perm[b * bs:(b + 1) * bs].to(dev)
+                    loss, terms = self._loss(net, grid, x[idx], gen, cfg.pixel_fraction)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sums += terms * len(idx)
+                    now = time.perf_counter()
+                    if now - last_yield >= PROGRESS_SECONDS and b + 1 < n_batches:
+                        last_yield = now
+                        yield Progress((epoch - 1) * n_batches + b + 1, total,
+                                       f"epoch {epoch}/{cfg.epochs}, batch {b + 1}/{n_batches}",
+                                       {"epoch": epoch, "batch": b + 1, "epoch_done": False})
+                rec, klr, klz = sums / len(train_idx)
+                report = {"precision": "bfloat16" if self._amp else "float32", "epoch": epoch,
+                          "loss": float(rec + klr + klz), "recon": float(rec), "kl_rot": float(klr),
+                          "kl_content": float(klz),
+                          "val_loss": None, "seconds": time.perf_counter() - te}
+                net.eval()
+                if n_val:
+                    report["val_loss"] = self._eval_loss(net, grid, x[val_idx.to(dev)])
+                # publish this epoch's model (the stopping rule and the maps use it)
+                self.net, self.view = net, view
+                if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                    report.update(self._stopping_stats(x, (sy, sx), com_magnitude, com_angle))
+                elapsed = time.perf_counter() - t0
+                report["elapsed"] = elapsed
+                report["eta"] = elapsed / epoch * (cfg.epochs - epoch)
+                self.history.append(report)
+                self._checkpoint(epoch, net, opt)
+                last_yield = time.perf_counter()
+                stop = cfg.time_limit is not None and elapsed >= cfg.time_limit
+                yield Progress(epoch * n_batches, total, _describe(report), {**report, "epoch_done": True})
+                if stop:
+                    break
+        except GeneratorExit:
+            self._rollback(net)
+            raise
+        self._rollback(net)  # weights of the last completed epoch (no-op here) and a consistent state
+        return self.history
+
+    def _loss(self, net, grid, xb, gen, pixel_fraction):
+        cfg = self.config
+        mean, logsd = net.encoder(xb)
+        eps = torch.randn(mean.shape, generator=gen).to(mean.device)
+        z = mean + torch.exp(logsd) * eps
+        angle, shift, content = net.split(z)
+        if shift is not None:
+            shift = shift * cfg.translation_prior
+        p = grid.shape[0]
+        scale = 1.0
+        if pixel_fraction < 1.0:
+            k = max(1, int(round(pixel_fraction * p)))
+            pix = torch.randperm(p, generator=gen)[:k].to(xb.device)
+            grid, xb, scale = grid[pix], xb[:, pix], p / k
+        if getattr(self, "_amp", False):
+            # bf16 decoder matmuls (fp32 accumulation); the loss and the encoder stay in fp32
+            with torch.autocast(xb.device.type, dtype=torch.bfloat16):
+                out = net.decoder(grid, content, angle, shift)
+            out = out.float()
+        else:
+            out = net.decoder(grid, content, angle, shift)
+        rec = recon_term(out, xb, scale)
+        kr, kz = kl_terms(mean, logsd, net.n_pose, cfg.rotation_prior)
+        loss = (rec + kr + kz).mean()
+        return loss, np.array([rec.mean().item(), kr.mean().item(), kz.mean().item()])
+
+    @torch.no_grad()
+    def _eval_loss(self, net, grid, xv) -> float:
+        g = torch.Generator().manual_seed(12345)
+        tot = 0.0
+        for i in range(0, xv.shape[0], _DECODE_BATCH * 8):
+            loss, _ = self._loss(net, grid, xv[i:i + _DECODE_BATCH * 8], g, 1.0)
+            tot += loss.item() * min(_DECODE_BATCH * 8, xv.shape[0] - i)
+        return tot / xv.shape[0]
+
+    @torch.no_grad()
+    def _encode_x(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        self.net.eval()
+        ms, ls = [], []
+        for i in range(0, x.shape[0], _ENCODE_BATCH):
+            m, s = self.net.encoder(x[i:i + _ENCODE_BATCH])
+            ms.append(m.cpu())
+            ls.append(s.cpu())
+        return torch.cat(ms).double().numpy(), torch.cat(ls).double().numpy()
+
+    def _stopping_stats(self, x, scan_shape, com_magnitude, com_angle) -> dict:
+        mean, _ = self._encode_x(x)
+        out = {"r": None, "r_best": None, "circ_r": None}
+        k0 = self.net.n_pose
+        if com_magnitude is not None:
+            rs = [pearson_r(mean[:, k0 + k], com_magnitude) for k in range(self.config.latent_dim)]
+            out["r"] = rs
+            finite = [r for r in rs if np.isfinite(r)]
+            out["r_best"] = max(finite, key=abs) if finite else float("nan")
+        if com_angle is not None:
+            out["circ_r"] = circular_r(mean[:, 0], com_angle)
+        return out
+
+    def _score(self, rep: dict) -> float:
+        if rep.get("r_best") is not None and np.isfinite(rep["r_best"]):
+            return abs(rep["r_best"])
+        loss = rep["val_loss"] if rep.get("val_loss") is not None else rep["loss"]
+        return -loss
+
+    def _checkpoint(self, epoch: int, net, opt) -> None:
+        state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+        self.checkpoints[epoch] = state
+        self._last_opt = opt
+        scored = [r for r in self.history if "r" in r or r["epoch"] == epoch]
+        best = max(scored, key=self._score)
+        self.best_epoch = best["epoch"]
+        size = sum(v.numel() * v.element_size() for v in state.values())
+        while len(self.checkpoints) > 2 and size * len(self.checkpoints) > CHECKPOINT_BYTES:
+            drop = next(e for e in sorted(self.checkpoints) if e not in (self.best_epoch, epoch))
+            del self.checkpoints[drop]
+
+    def _rollback(self, net) -> None:
+        if not self.checkpoints:
+            self.net, self.view = None, None
+            return
+        last = max(self.checkpoints)
+        net.load_state_dict(self.checkpoints[last])
+        net.eval()
+        self.net, self.epoch = net, last
+
+    def restore(self, epoch: int) -> None:
+        """Load the weights recorded at ``epoch`` (see :attr:`checkpoints`; the best and last are always kept)."""
+        self._require_trained()
+        if epoch not in self.checkpoints:
+            raise ModelError(f"no checkpoint for epoch {epoch}",
+                             hint=f"recorded epochs: {sorted(self.checkpoints)}")
+        self.net.load_state_dict(self.checkpoints[epoch])
+        self.net.eval()
+        self.epoch = epoch
+
+    # -- outputs -------------------------------------------------------------------------------
+    def _require_trained(self) -> None:
+        if self.net is None or self.view is None:
+            raise ModelError("the rrVAE model is not trained", hint="call fit() first or load a saved model")
+
+    def _prepare(self, patterns, min_patterns: int = 1) -> tuple[np.ndarray, torch.Tensor]:
+        self._require_trained()
+        arr = np.asarray(patterns, np.float32) if not hasattr(patterns, "provenance") else as_patterns(patterns)
+        if arr.ndim == 2:
+            arr = arr[None, None]
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or tuple(arr.shape[2:]) != self.view.det_shape:
+            raise DataError(f"patterns shaped {arr.shape} do not match the model's detector {self.view.det_shape}",
+                            hint="preprocess them exactly as the training data")
+        if not np.isfinite(arr).all():
+            raise DataError("the patterns contain NaN or infinite values", hint="mask or fix those pixels first")
+        flat = torch.from_numpy(np.ascontiguousarray(arr.reshape(-1, *self.view.det_shape)))
+        x = self.view.forward(flat).to(self.device)
+        return arr, x
+
+    def encode(self, patterns) -> LatentMaps:
+        """Encoder means and sds as scan maps (the rotation map, content latents, translations)."""
+        arr, x = self._prepare(patterns)
+        sy, sx = arr.shape[:2]
+        mean, logsd = self._encode_x(x)
+        sd = np.exp(logsd)
+        k0 = self.net.n_pose
+
+        def m(a):
+            return a.T.reshape(-1, sy, sx).astype(np.float32)
+
+        angle = mean[:, 0].reshape(sy, sx)
+        return LatentMaps(
+            angle=wrap_angle(angle).astype(np.float32), angle_unwrapped=angle.astype(np.float32),
+            angle_sd=sd[:, 0].reshape(sy, sx).astype(np.float32),
+            latents=m(mean[:, k0:]), latent_sd=m(sd[:, k0:]),
+            translations=m(mean[:, 1:3] * self.config.translation_prior) if k0 == 3 else None,
+            translation_sd=m(sd[:, 1:3] * self.config.translation_prior) if k0 == 3 else None,
+            parameters={"config": self.config.to_dict(), "epoch": getattr(self, "epoch", None)},
+        )
+
+    @torch.no_grad()
+    def _decode(self, content: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor | None) -> np.ndarray:
+        h, w = self.view.det_shape
+        grid = coord_grid(h, w).to(self.device)
+        outs = []
+        for i in range(0, content.shape[0], _DECODE_BATCH):
+            sl = slice(i, i + _DECODE_BATCH)
+            y = self.net.decoder(grid, content[sl], angle[sl], None if shift is None else shift[sl])
+            outs.append(self.view.inverse_full(y).cpu())
+        return torch.cat(outs).reshape(-1, h, w).numpy()
+
+    @torch.no_grad()
+    def reconstruct(self, patterns, indices=None, as_measured: bool = True) -> np.ndarray:
+        """Decoder output for patterns, in the units of the input.
+
+        ``as_measured=True``: on the grid rotated (and shifted) by each pattern's own encoded pose;
+        ``False``: in the canonical orientation (angle 0, no shift). ``indices``: flat scan indices or an
+        ``(n, 2)`` array of ``(iy, ix)``; None = all (returns ``(scan_y, scan_x, h, w)``), else ``(n, h, w)``.
+        """
+        arr, x = self._prepare(patterns)
+        sy, sx = arr.shape[:2]
+        if indices is not None:
+            ind = np.asarray(indices, dtype=np.int64)
+            if ind.ndim == 2 and ind.shape[1] == 2:
+                ind = np.ravel_multi_index((ind[:, 0], ind[:, 1]), (sy, sx))
+            ind = np.atleast_1d(ind)
+            if ind.size and (ind.min() < 0 or ind.max() >= sy * sx):
+                raise DataError(f"indices outside the scan of {sy * sx} patterns")
+            x = x[torch.from_numpy(ind).to(x.device)]
+        self.net.eval()
+        mean, _ = self.net.encoder(x)
+        angle, shift, content = self.net.split(mean)
+        if as_measured:
+            shift = None if shift is None else shift * self.config.translation_prior
+        else:
+            angle, shift = torch.zeros_like(angle), None
+        out = self._decode(content, angle, shift)
+        return out.reshape(sy, sx, *out.shape[1:]) if indices is None else out
+
+    @torch.no_grad()
+    def reconstruction_error(self, patterns) -> np.ndarray:
+        """Mean squared error of each pattern's as-measured reconstruction, as a scan map.
+
+        Computed where the model was trained (binned, scaled); atypical patterns (defects) stand out.
+        """
+        arr, x = self._prepare(patterns)
+        sy, sx = arr.shape[:2]
+        grid = coord_grid(*self.view.det_shape, self.view.size, self.view.size).to(self.device)
+        self.net.eval()
+        err = []
+        for i in range(0, x.shape[0], _DECODE_BATCH * 4):
+            xb = x[i:i + _DECODE_BATCH * 4]
+            mean, _ = self.net.encoder(xb)
+            angle, shift, content = self.net.split(mean)
+            shift = None if shift is None else shift * self.config.translation_prior
+            err.append(((self.net.decoder(grid, content, angle, shift) - xb) ** 2).mean(1).cpu())
+        return torch.cat(err).reshape(sy, sx).numpy()
+
+    @torch.no_grad()
+    def decode(self, latents, angle=0.0) -> np.ndarray:
+        """Decode content latent values (latent traversal): ``(K,)`` -> ``(h, w)``, ``(n, K)`` -> ``(n, h, w)``."""
+        self._require_trained()
+        z = np.asarray(latents, np.float32)
+        single = z.ndim == 1
+        z = np.atleast_2d(z)
+        if z.shape[1] != self.config.latent_dim:
+            raise DataError(f"decode needs {self.config.latent_dim} latent values per pattern, got {z.shape[1]}")
+        a = np.broadcast_to(np.asarray(angle, np.float32), (z.shape[0],)).copy()
+        out = self._decode(torch.from_numpy(z).to(self.device), torch.from_numpy(a).to(self.device), None)
+        return out[0] if single else out
+
+    # -- files ---------------------------------------------------------------------------------
+    def save(self, path, preprocessing=None) -> None:
+        """Write config, weights, checkpoints, history and ``preprocessing`` params to one file."""
+        self._require_trained()
+        if preprocessing is not None and hasattr(preprocessing, "get_params"):
+            preprocessing = preprocessing.get_params()
+        _io.save(self, path, preprocessing if preprocessing is not None else self.preprocessing)
+
+    @classmethod
+    def load(cls, path) -> RRVAE:
+        """Read a model written by :meth:`save` (ModelError if corrupt or from another format version)."""
+        return _io.load(cls, path)
+
+
+def _wrap(steps, callback, cancel):
+    """Drive ``steps`` with callback/cancel but keep yielding (for iter_fit(callback=...))."""
+    from ..errors import Cancelled
+
+    try:
+        while True:
+            p = next(steps)
+            if callback is not None:
+                callback(p)
+            if cancel is not None and cancel.is_set():
+                steps.close()
+                raise Cancelled("rrVAE training")
+            yield p
+    except StopIteration as stop:
+        return stop.value
+
+
+def _check_map(m, shape, name):
+    if m is None:
+        return None
+    a = np.asarray(m, np.float64)
+    if a.shape != tuple(shape):
+        raise DataError(f"{name} has shape {a.shape}, the scan is {tuple(shape)}",
+                        hint="compute it on the same (cropped) scan as the patterns")
+    return a
+
+
+def _describe(r: dict) -> str:
+    s = f"epoch {r['epoch']}: loss {r['loss']:.4g} (recon {r['recon']:.4g}, KL {r['kl_content']:.3g}+{r['kl_rot']:.3g})"
+    if r.get("r_best") is not None:
+        s += f", r(|COM|) {r['r_best']:+.3f}"
+    if r.get("circ_r") is not None:
+        s += f", circ r {r['circ_r']:+.3f}"
+    return s

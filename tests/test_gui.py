@@ -1,0 +1,386 @@
+"""The napari GUI: reader, linked layers and selection, docks from the manifest, workflow, Stop, results.
+
+Run under a display (pytest-xvfb starts Xvfb). Click handlers are tested by calling them with a fake
+event (synthetic Qt clicks on the canvas are brittle); waits use qtbot.waitUntil.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from napari_4dstem.gui import _reader  # noqa: E402
+from napari_4dstem.gui._session import MARKER_NAME, PATTERN_NAME, get_session  # noqa: E402
+
+pytestmark = pytest.mark.gui
+PLUGIN = "napari-4dstem"
+REPO = Path(__file__).resolve().parents[1]
+
+
+class FakeMouse:
+    def __init__(self, position, type_="mouse_press"):
+        self.position, self.type, self.button, self.modifiers = position, type_, 1, ()
+
+
+def click(viewer, world_pos, drag_to=()):
+    """Run the viewer's mouse-drag callbacks for a press at ``world_pos`` (and moves to ``drag_to``)."""
+    for cb in list(viewer.mouse_drag_callbacks):
+        ev = FakeMouse(world_pos)
+        gen = cb(viewer, ev)
+        if gen is None or not hasattr(gen, "__next__"):
+            continue
+        try:
+            next(gen)
+            for pos in drag_to:
+                ev.type, ev.position = "mouse_move", pos
+                next(gen)
+            ev.type = "mouse_release"
+            next(gen)
+        except StopIteration:
+            pass
+
+
+def _npy(tmp_path, shape=(6, 7, 16, 12), name="scan.npy"):
+    data = np.random.default_rng(1).integers(0, 1000, size=shape, dtype=np.uint16)
+    p = tmp_path / name
+    np.save(p, data)
+    return p, data
+
+
+def test_reader_npy_gives_navigator_and_linked_pattern(make_napari_viewer, tmp_path):
+    p, data = _npy(tmp_path)
+    viewer = make_napari_viewer()
+    viewer.open(str(p), plugin=PLUGIN)
+    names = [layer.name for layer in viewer.layers]
+    assert "navigator" in names and PATTERN_NAME in names and MARKER_NAME in names
+    nav = viewer.layers["navigator"]
+    assert nav.data.shape == data.shape[:2]
+    # navigator is the total intensity (sum image); reference computed independently in float64
+    np.testing.assert_allclose(nav.data, data.sum(axis=(2, 3), dtype=np.float64), rtol=1e-5)
+    assert tuple(nav.axis_labels) == ("scan_y", "scan_x")
+    s = get_session(viewer)
+    assert s.dataset.shape == data.shape
+    pattern = viewer.layers[PATTERN_NAME]
+    # a click on the navigator selects that pixel and updates the one pattern layer in place
+    n_layers = len(viewer.layers)
+    click(viewer, (4.0, 2.2))
+    assert s.selected == (4, 2)
+    assert viewer.layers[PATTERN_NAME] is pattern and len(viewer.layers) == n_layers
+    np.testing.assert_array_equal(pattern.data, data[4, 2])
+    np.testing.assert_array_equal(viewer.layers[MARKER_NAME].data, [[4, 2]])
+    # dragging scrubs through pixels
+    click(viewer, (1.0, 1.0), drag_to=[(1.0, 2.0), (2.0, 5.0)])
+    assert s.selected == (2, 5)
+    np.testing.assert_array_equal(pattern.data, data[2, 5])
+    # a click outside the scan (on the pattern inset) changes nothing
+    click(viewer, (3.0, 30.0))
+    assert s.selected == (2, 5)
+    # arrow keys are bound on the viewer and move the selection
+    up = [f for k, f in viewer.keymap.items() if str(k) == "Up"]
+    assert up, "Up is not bound"
+    up[0](viewer)
+    assert s.selected == (1, 5)
+    np.testing.assert_array_equal(pattern.data, data[1, 5])
+
+
+def test_reader_bad_file_is_a_notification(make_napari_viewer, tmp_path, monkeypatch):
+    bad = tmp_path / "broken.npy"
+    bad.write_bytes(b"\x93NUMPY garbage")
+    shown = []
+    monkeypatch.setattr(_reader, "show_error", lambda msg: shown.append(msg))
+    assert _reader.read_4dstem(str(bad)) == [(None,)]
+    assert len(shown) == 1 and "broken.npy" in shown[0]
+    viewer = make_napari_viewer()
+    viewer.open(str(bad), plugin=PLUGIN)  # must not raise
+    assert len(viewer.layers) == 0
+    assert _reader.napari_get_reader(str(tmp_path / "notes.txt")) is None
+    assert _reader.napari_get_reader(str(bad)) is _reader.read_4dstem
+
+
+def _rss_anon_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_reader_stays_lazy_on_a_2gib_memmap(tmp_path, monkeypatch):
+    monkeypatch.setattr(_reader, "ASYNC_NAVIGATOR_BYTES", 2**62)  # compute here, even if a viewer is around
+    shape = (256, 256, 128, 128)  # 2 GiB of uint16, written only in two rows (sparse file)
+    mm = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.uint16, shape=shape)
+    mm[10, :, 60:68, 60:68] = 7
+    mm[200, 3] = 1
+    mm.flush()
+    del mm
+    before = _rss_anon_bytes()
+    layers = _reader.read_4dstem(str(tmp_path / "big.npy"))
+    grew = _rss_anon_bytes() - before
+    nav = layers[0][0]
+    ds = layers[0][1]["metadata"]["napari_4dstem"]["dataset"]
+    assert isinstance(ds.data, np.memmap)
+    assert nav.shape == (256, 256)
+    assert nav[10, 0] == 7 * 64 and nav[200, 3] == 128 * 128 and nav[0, 0] == 0
+    assert grew < 512 * 2**20, f"opening a 2 GiB file took {grew / 2**20:.0f} MiB of anonymous memory"
+    # cached: a second open does not recompute (same array object)
+    assert _reader.read_4dstem(str(tmp_path / "big.npy"))[0][0] is nav
+
+
+def test_big_file_navigator_comes_from_a_worker(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setattr(_reader, "ASYNC_NAVIGATOR_BYTES", 0)  # treat this small file as big
+    p, data = _npy(tmp_path, shape=(6, 7, 16, 12), name="async.npy")
+    viewer = make_napari_viewer()
+    viewer.open(str(p), plugin=PLUGIN)  # returns before the navigator is computed
+    s = get_session(viewer)
+    nav = viewer.layers["navigator"]
+    ref = data.sum(axis=(2, 3), dtype=np.float64)
+    qtbot.waitUntil(lambda: np.allclose(nav.data, ref, rtol=1e-5), timeout=30_000)
+    assert viewer.layers["navigator"] is nav and s.maps["navigator"] is not None
+    assert not nav.metadata["napari_4dstem"]["pending"]
+
+
+def test_docks_come_from_the_manifest(make_napari_viewer):
+    from napari_4dstem.gui._inspector import InspectorWidget
+    from napari_4dstem.gui._rrvae_widget import RRVAEWidget
+    from napari_4dstem.gui._widgets import COMWidget, DataWidget, PreprocessWidget
+
+    viewer = make_napari_viewer()
+    expected = {"Data": DataWidget, "Preprocess": PreprocessWidget, "COM / DPC": COMWidget, "rrVAE": RRVAEWidget,
+                "Inspector": InspectorWidget}
+    sessions = set()
+    for name, cls in expected.items():
+        _, w = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        assert isinstance(w, cls)
+        sessions.add(id(w.session))
+    assert len(sessions) == 1, "all docks of one viewer share one session"
+
+
+def _docks(viewer, qtbot):
+    names = ("Data", "Preprocess", "COM / DPC", "rrVAE", "Inspector")
+    docks = {n: viewer.window.add_plugin_dock_widget(PLUGIN, n)[1] for n in names}
+    qtbot.wait(10)  # the Inspector hooks the main window once the event loop has run
+    return docks
+
+
+def _small_sample():
+    from napari_4dstem.sample import make_sample
+
+    return make_sample(scan_shape=(12, 12), detector_shape=(32, 32))
+
+
+def test_whole_workflow_on_the_sample(make_napari_viewer, qtbot):
+    from napari_4dstem.com import center_of_mass
+
+    viewer = make_napari_viewer()
+    docks = _docks(viewer, qtbot)
+    s = docks["Data"].session
+    ds = _small_sample()
+    s.set_dataset(ds)
+    assert docks["Data"].info.text().count("(12, 12, 32, 32)") == 1
+    # preprocess in a worker
+    docks["Preprocess"].target_size.setValue(32)
+    docks["Preprocess"].run()
+    qtbot.waitUntil(lambda: s.preprocessed is not None, timeout=60_000)
+    assert s.preprocessed.shape == (12, 12, 32, 32)
+    # COM: the map shown is the core's result for the same parameters, on the scan grid, linked
+    docks["COM / DPC"].run()
+    qtbot.waitUntil(lambda: s.com is not None, timeout=60_000)
+    ref = center_of_mass(ds, rotation="auto", flip="auto")
+    mag = viewer.layers["COM magnitude"]
+    np.testing.assert_allclose(mag.data, ref.magnitude, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(mag.scale, ds.calibration.scan_scale())
+    assert viewer.layers["COM angle"].colormap.name == "twilight"
+    qtbot.waitUntil(lambda: docks["COM / DPC"].plot.rendered >= 1, timeout=30_000)  # curl plot drawn off-thread
+    # rrVAE: 2 epochs of a tiny model, then the maps
+    rr = docks["rrVAE"]
+    rr.form.set(hidden=16)
+    rr.train(epochs=2, mode="fast")
+    assert rr.train_btn.text() == "Stop"
+    qtbot.waitUntil(lambda: s.encoded is not None, timeout=120_000)
+    assert rr.train_btn.text() == "Train"
+    assert len(s.model.history) == 2 and len(rr.reports) == 2
+    qtbot.waitUntil(lambda: rr.plot.rendered >= 1, timeout=30_000)  # live loss / r plot
+    assert rr.plot.pixmap() is not None and not rr.plot.pixmap().isNull()
+    assert viewer.layers["rrVAE angle"].colormap.name == "twilight"
+    assert viewer.layers["rrVAE z1"].data.shape == (12, 12)
+    assert rr.epoch.count() == 2  # both epochs' weights are kept for a model this small
+    first = s.encoded
+    rr.use_checkpoint(1)  # the epoch picker: weights of epoch 1, maps re-encoded
+    qtbot.waitUntil(lambda: s.encoded is not first, timeout=60_000)
+    assert s.model.epoch == 1
+    np.testing.assert_allclose(viewer.layers["rrVAE z1"].data, s.model.encode(s.preprocessed).latents[0], rtol=1e-5)
+    # select a pixel by clicking a scan map: the Inspector shows that pixel's patterns
+    sy, sx = ds.calibration.scan_scale()
+    click(viewer, (5 * sy, 7 * sx))
+    assert s.selected == (5, 7)
+    insp = docks["Inspector"]
+    qtbot.waitUntil(lambda: insp.recon_pixel == (5, 7), timeout=30_000)  # reconstructions come from a worker
+    np.testing.assert_allclose(insp.layers["raw"].data, ds.frame(5, 7))
+    np.testing.assert_allclose(insp.layers["preprocessed"].data, s.preprocessed.frame(5, 7))
+    rec = insp.layers["reconstruction"].data
+    assert rec.shape == s.preprocessed.detector_shape and np.isfinite(rec).all()
+    np.testing.assert_allclose(rec, s.model.reconstruct(s.preprocessed.rows(5, 6)[:, 7:8])[0, 0], rtol=1e-5)
+    np.testing.assert_allclose(insp.layers["residual"].data, s.preprocessed.frame(5, 7) - rec, atol=1e-5)
+    assert insp.layers["canonical"].data.shape == rec.shape
+    assert "(5, 7)" in insp.text.text() and "rrVAE angle" in insp.text.text() and "COM" in insp.text.text()
+
+
+def test_stop_keeps_the_last_good_model(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    docks = _docks(viewer, qtbot)
+    s = docks["Data"].session
+    s.set_dataset(_small_sample())
+    docks["Preprocess"].run()
+    qtbot.waitUntil(lambda: s.preprocessed is not None, timeout=60_000)
+    rr = docks["rrVAE"]
+    rr.form.set(hidden=16)
+    rr.train(epochs=500, mode="fast")
+    qtbot.waitUntil(lambda: len(rr.reports) >= 1, timeout=60_000)
+    rr.toggle()  # the Stop button
+    qtbot.waitUntil(lambda: rr.worker is None, timeout=60_000)
+    assert rr.train_btn.text() == "Train"
+    assert s.model is not None and s.model.trained
+    assert 1 <= len(s.model.history) < 500
+    qtbot.waitUntil(lambda: s.encoded is not None, timeout=60_000)  # the stopped model's maps are shown
+    assert "rrVAE z1" in viewer.layers
+
+
+def test_results_reopen_as_linked_layers(make_napari_viewer, qtbot, tmp_path):
+    p, data = _npy(tmp_path, shape=(6, 7, 16, 12))
+    viewer = make_napari_viewer()
+    docks = _docks(viewer, qtbot)
+    viewer.open(str(p), plugin=PLUGIN)
+    s = docks["Data"].session
+    docks["COM / DPC"].run()
+    qtbot.waitUntil(lambda: s.com is not None, timeout=60_000)
+    out = docks["Data"].save(str(tmp_path / "res.h5"))
+    assert out is not None and _reader.is_results_file(str(out)) and not _reader.is_results_file(str(p))
+
+    viewer2 = make_napari_viewer()
+    viewer2.open(str(out), plugin=PLUGIN)
+    s2 = get_session(viewer2)
+    np.testing.assert_allclose(viewer2.layers["COM magnitude"].data, s.com.magnitude)
+    np.testing.assert_allclose(viewer2.layers["navigator"].data, data.sum(axis=(2, 3), dtype=np.float64),
+                               rtol=1e-5)
+    # the source still exists: it is reattached and clicking works again
+    assert s2.dataset is not None and s2.dataset.shape == data.shape
+    click(viewer2, (3.0, 4.0))
+    np.testing.assert_array_equal(viewer2.layers[PATTERN_NAME].data, data[3, 4])
+    assert s2.com is not None and float(s2.com.x[3, 4]) == pytest.approx(float(s.com.x[3, 4]))
+
+
+def test_sample_data_calibration_and_crop(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    docks = _docks(viewer, qtbot)
+    s = get_session(viewer)
+    docks["Data"].load_sample()  # in a worker
+    qtbot.waitUntil(lambda: s.dataset is not None, timeout=60_000)
+    first = s.dataset
+    viewer.open_sample(PLUGIN, "graphene_vacancy")  # the manifest's sample contribution
+    assert s.dataset is not first and s.dataset.shape == (48, 48, 64, 64)
+    np.testing.assert_array_equal(s.dataset.frame(24, 24), first.frame(24, 24))  # same seed, same data
+    assert [layer.name for layer in viewer.layers].count("navigator") == 1  # the old dataset's layers went
+    data = docks["Data"]
+    assert "48, 48, 64, 64" in data.info.text()
+    # correct the scan step: every linked scan-space layer follows
+    data.step_y.setText("0.25")
+    data.step_x.setText("0.25")
+    data.apply_calibration()
+    assert s.dataset.calibration.scan_step == (0.25, 0.25)
+    for name in ("navigator", MARKER_NAME):
+        np.testing.assert_allclose(viewer.layers[name].scale, (0.25, 0.25))
+    click(viewer, (10 * 0.25, 20 * 0.25))
+    assert s.selected == (10, 20)
+    # crop the scan and the detector: a new lazy dataset whose patterns are the cropped originals
+    raw = s.dataset
+    for k, v in {"sy0": 8, "sy1": 24, "sx0": 4, "sx1": 36, "dy0": 2, "dy1": 62, "dx0": 0, "dx1": 60}.items():
+        data.crop[k].setValue(v)
+    data.apply_crop()
+    assert s.dataset.shape == (16, 32, 60, 60)
+    np.testing.assert_array_equal(s.dataset.frame(3, 5), raw.frame(11, 9)[2:62, 0:60])
+    assert viewer.layers["navigator"].data.shape == (16, 32)
+
+
+def test_data_dock_opens_in_a_worker_and_exports_virtual_maps(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    from napari_4dstem.gui import _common
+
+    p, data = _npy(tmp_path, shape=(5, 6, 16, 16))
+    viewer = make_napari_viewer()
+    docks = _docks(viewer, qtbot)
+    s = docks["Data"].session
+    docks["Data"].open_path(str(p))
+    qtbot.waitUntil(lambda: s.dataset is not None, timeout=60_000)
+    assert s.dataset.shape == data.shape
+    np.testing.assert_allclose(viewer.layers["navigator"].data, data.sum(axis=(2, 3), dtype=np.float64), rtol=1e-5)
+    # virtual detectors: an annular dark field and a bright field that add up to at most the total
+    docks["COM / DPC"].run_virtual()
+    qtbot.waitUntil(lambda: "virtual adf" in viewer.layers, timeout=60_000)
+    bf, adf = viewer.layers["virtual bf"].data, viewer.layers["virtual adf"].data
+    assert bf.shape == adf.shape == (5, 6)
+    assert np.all(bf + adf <= data.sum(axis=(2, 3)) + 1e-6)
+    out = docks["Data"].export(str(tmp_path / "maps"))
+    names = {q.name for q in out}
+    assert {"navigator.tif", "navigator.png", "virtual_bf.tif", "virtual_adf.png"} <= names
+    # errors from a worker become notifications with the core's message
+    shown = []
+    monkeypatch.setattr(_common, "show_error", lambda msg: shown.append(msg))
+    bad = tmp_path / "cut.npy"
+    bad.write_bytes(p.read_bytes()[:300])
+    docks["Data"].open_path(str(bad))
+    qtbot.waitUntil(lambda: bool(shown), timeout=30_000)
+    assert "cut.npy" in shown[0]
+    assert s.dataset.shape == data.shape  # the previous dataset stays
+
+
+def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    docks = _docks(viewer, qtbot)
+    s = docks["Data"].session
+    s.set_dataset(_small_sample())
+    docks["Preprocess"].run()
+    qtbot.waitUntil(lambda: s.preprocessed is not None, timeout=60_000)
+    rr = docks["rrVAE"]
+    rr.form.set(hidden=16)
+    worker = rr.train(epochs=500, mode="fast")
+    model = rr.training_model
+    finished = []
+    worker.finished.connect(lambda: finished.append(1))
+    qtbot.waitUntil(lambda: len(rr.reports) >= 1, timeout=60_000)
+    viewer.close()
+    qtbot.waitUntil(lambda: bool(finished), timeout=60_000)
+    assert 1 <= len(model.history) < 500 and model.trained  # stopped early, on a completed epoch
+
+
+def test_writer_contribution_saves_the_session(make_napari_viewer, qtbot, tmp_path):
+    from napari_4dstem.gui._results import write_results
+    from napari_4dstem.results import load_results
+
+    p, data = _npy(tmp_path, shape=(4, 5, 8, 8))
+    viewer = make_napari_viewer()
+    viewer.open(str(p), plugin=PLUGIN)
+    out = write_results(str(tmp_path / "w.h5"), [])
+    assert out == [str(tmp_path / "w.h5")]
+    r = load_results(out[0])
+    np.testing.assert_allclose(r.maps["navigator"], data.sum(axis=(2, 3), dtype=np.float64), rtol=1e-5)
+    assert tuple(r.shape) == data.shape
+
+
+def test_event_loop_probe_sees_a_blocked_loop(qtbot):
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    from napari_4dstem.gui.probe import EventLoopProbe
+
+    probe = EventLoopProbe(interval_ms=10, threshold_ms=100)
+    probe.start()
+    qtbot.wait(100)
+    QTimer.singleShot(0, lambda: time.sleep(0.3))  # block the GUI thread once, for 300 ms
+    qtbot.wait(200)
+    probe.stop()
+    assert probe.ticks > 5
+    assert probe.stalls and max(probe.stalls) >= 250  # (a loaded machine may add other stalls)
+    assert probe.max_stall_ms == max(probe.stalls)
