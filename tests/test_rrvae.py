@@ -369,3 +369,12 @@ def test_reconstruction_error_map_flags_an_odd_pattern(rotated_set):
     err = m.reconstruction_error(odd)
     assert err.shape == (16, 16)
     assert np.unravel_index(np.argmax(err), err.shape) == (7, 9)
+
+
+@pytest.mark.slow
+def test_compiled_training_step_matches_eager():
+    x = tiny_data()
+    eager, comp = RRVAE(tiny_cfg(precision="float32")), RRVAE(tiny_cfg(precision="float32", compile=True))
+    for m in (eager, comp):
+        m.fit(x)
+    np.testing.assert_allclose([h["loss"] for h in comp.history], [h["loss"] for h in eager.history], rtol=1e-4)

@@ -447,7 +447,8 @@ class COMWidget(DockBase):
         lay = QVBoxLayout(self)
         form = QFormLayout()
         self.source = QComboBox()
-        self.source.addItems(["raw", "preprocessed"])
+        # COM needs non-negative intensities: raw, or binned by summation (never mean-subtracted/PCA output)
+        self.source.addItems(["raw", "binned to ~64 x 64"])
         form.addRow("patterns", self.source)
         self.mask_radius = QDoubleSpinBox()
         self.mask_radius.setRange(0, 10_000)
@@ -529,13 +530,16 @@ class COMWidget(DockBase):
 
     def run(self):
         from napari_4dstem.com import iter_center_of_mass
+        from napari_4dstem.preprocess import reduce_detector
 
         s = self.session
-        ds = s.preprocessed if self.source.currentText() == "preprocessed" and s.preprocessed else s.dataset
+        ds = s.dataset
         if ds is None:
             show_error("COM: no dataset; open a file or load the sample first")
             return None
         try:
+            if self.source.currentIndex() == 1:
+                ds = reduce_detector(ds, target_size=64)  # lazy
             kw = self.kwargs(ds)
         except FourDSTEMError as e:
             show_error(str(e))

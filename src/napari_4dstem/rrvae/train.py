@@ -144,6 +144,7 @@ class RRVAE:
         n_batches = math.ceil(len(train_idx) / bs)
         total = cfg.epochs * n_batches
         self._amp = cfg.precision == "bfloat16" or (cfg.precision == "auto" and native_bf16(dev))
+        step = torch.compile(self._step) if cfg.compile else self._step
 
         # Fresh state: the model counts as trained once its first epoch completes.
         self.net, self.view, self.history, self.checkpoints, self.best_epoch = None, None, [], {}, None
@@ -159,7 +160,7 @@ class RRVAE:
                 sums = np.zeros(3)
                 for b in range(n_batches):
                     idx = perm[b * bs:(b + 1) * bs].to(dev)
-                    loss, terms = self._loss(net, grid, x[idx], gen, cfg.pixel_fraction)
+                    loss, terms = self._loss(net, grid, x[idx], gen, cfg.pixel_fraction, step)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -198,20 +199,27 @@ class RRVAE:
         self._rollback(net)  # weights of the last completed epoch (no-op here) and a consistent state
         return self.history
 
-    def _loss(self, net, grid, xb, gen, pixel_fraction):
+    def _loss(self, net, grid, xb, gen, pixel_fraction, step=None):
+        """Loss of one batch and its terms (recon, kl_rot, kl_content) as numbers."""
+        eps_shape = (xb.shape[0], net.n_pose + net.latent_dim)
+        eps = torch.randn(eps_shape, generator=gen).to(xb.device)
+        p = grid.shape[0]
+        scale, target = 1.0, xb
+        if pixel_fraction < 1.0:  # the encoder sees the whole pattern, the decoder a random subset
+            k = max(1, int(round(pixel_fraction * p)))
+            pix = torch.randperm(p, generator=gen)[:k].to(xb.device)
+            grid, target, scale = grid[pix], xb[:, pix], p / k
+        loss, terms = (step or self._step)(net, grid, xb, target, eps, scale)
+        return loss, terms.detach().cpu().numpy().astype(np.float64)
+
+    def _step(self, net, grid, xb, target, eps, scale: float):
+        """The differentiable part (no Python-side randomness, so torch.compile sees one graph)."""
         cfg = self.config
         mean, logsd = net.encoder(xb)
-        eps = torch.randn(mean.shape, generator=gen).to(mean.device)
         z = mean + torch.exp(logsd) * eps
         angle, shift, content = net.split(z)
         if shift is not None:
             shift = shift * cfg.translation_prior
-        p = grid.shape[0]
-        scale = 1.0
-        if pixel_fraction < 1.0:
-            k = max(1, int(round(pixel_fraction * p)))
-            pix = torch.randperm(p, generator=gen)[:k].to(xb.device)
-            grid, xb, scale = grid[pix], xb[:, pix], p / k
         if getattr(self, "_amp", False):
             # bf16 decoder matmuls (fp32 accumulation); the loss and the encoder stay in fp32
             with torch.autocast(xb.device.type, dtype=torch.bfloat16):
@@ -219,10 +227,10 @@ class RRVAE:
             out = out.float()
         else:
             out = net.decoder(grid, content, angle, shift)
-        rec = recon_term(out, xb, scale)
+        rec = recon_term(out, target, scale)
         kr, kz = kl_terms(mean, logsd, net.n_pose, cfg.rotation_prior)
         loss = (rec + kr + kz).mean()
-        return loss, np.array([rec.mean().item(), kr.mean().item(), kz.mean().item()])
+        return loss, torch.stack([rec.mean(), kr.mean(), kz.mean()])
 
     @torch.no_grad()
     def _eval_loss(self, net, grid, xv) -> float:
