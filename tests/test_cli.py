@@ -291,3 +291,18 @@ def test_default_virtual_detectors_that_cannot_be_built_are_skipped_not_fatal(ca
     np.testing.assert_array_equal(r.maps["navigator"], np.zeros((4, 5)))
     with pytest.raises(DataError, match="flat"):
         analyze(ds, {"run_rrvae": False, "virtual": {"bf": {"kind": "bf"}}})
+
+
+def test_hints_name_command_line_flags(tmp_path, capsys):
+    # the core's hints say nav_shape=/key=; on the command line the user needs --nav-shape/--key
+    stack = tmp_path / "stack.npy"
+    np.save(stack, np.zeros((6, 4, 4), np.float32))
+    assert main(["info", str(stack)]) == 1
+    err = capsys.readouterr().err
+    assert "--nav-shape SCAN_Y,SCAN_X" in err and "nav_shape=" not in err
+    assert main(["info", str(stack), "--nav-shape", "2,3"]) == 0
+    npz = tmp_path / "two.npz"
+    np.savez(npz, a=np.zeros((1, 1, 2, 2)), b=np.zeros((1, 1, 2, 2)))
+    assert main(["info", str(npz)]) == 1
+    err = capsys.readouterr().err
+    assert "--key 'a'" in err and "key=" not in err

@@ -328,6 +328,20 @@ def _error(msg: str) -> None:
     print(f"{PROG}: error: {msg}", file=sys.stderr)
 
 
+# the core's hints name Python keywords; on the command line they are flags
+_FLAGS = {"key=": "--key ", "nav_shape=": "--nav-shape ", "cube=": "--cube "}
+
+
+def _cli_words(msg: str) -> str:
+    import re
+
+    msg = re.sub(r"nav_shape=\((\d+), (\d+)\)", r"--nav-shape \1,\2", msg)
+    msg = re.sub(r"nav_shape=\(scan_y, scan_x\)", "--nav-shape SCAN_Y,SCAN_X", msg)
+    for kw, flag in _FLAGS.items():
+        msg = msg.replace(kw, flag)
+    return msg
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``napari-4dstem`` console script; returns the exit code."""
     parser = build_parser()
@@ -348,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     except FourDSTEMError as e:
         if debug:
             traceback.print_exc()
-        _error(str(e))
+        _error(_cli_words(str(e)))
         return 1
     except MemoryError:
         if debug:

@@ -76,7 +76,7 @@ def read_npz(path: Path, opts: dict) -> Raw:
                 key = next(iter(members))
             else:
                 raise ReaderError(f"the archive holds several arrays: {_describe(members)}", path=path,
-                                  hint="choose one with key=, e.g. key=" + repr(four[0] if four else
+                                  hint="choose one, e.g. key=" + repr(four[0] if four else
                                                                                next(iter(members))))
         name, shape, fortran, dtype, inner = members[key]
         _check_object(dtype, path)
@@ -149,7 +149,7 @@ def read_zarr(path: Path, opts: dict) -> Raw:
                 key = next(iter(arrays))
             else:
                 raise ReaderError(f"the zarr store holds {len(four)} 4-D arrays; arrays: {desc}", path=path,
-                                  hint="choose one with key=")
+                                  hint="choose one with key='array/path'")
         arr = arrays[key]
         notes = [f"zarr array {key!r}"]
     else:
