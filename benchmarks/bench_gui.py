@@ -8,6 +8,10 @@
    (target: no stall > 100 ms), and seconds per epoch inside the worker versus plain Python.
 
 Runs itself under xvfb-run when there is no display. ``--quick``: smaller memmap and fewer epochs.
+``--training-only``: skip section 1. ``--verbose``: list every stall over 100 ms with its time.
+``--dump-stalls FILE``: write all threads' Python stacks to FILE whenever the event loop is late by more than
+``BENCH_DUMP_S`` seconds (default 0.08; faulthandler's watchdog, which needs no GIL) to see where it blocks.
+``BENCH_SWITCH=0.001``: try another interpreter switch interval (an experiment; it did not help here).
 """
 from __future__ import annotations
 
@@ -84,12 +88,20 @@ def main(argv) -> int:
     import napari
 
     from napari_4dstem.gui._session import get_session
-    from napari_4dstem.gui.demo import ensure_plugin_registered, open_workflow, wait_for
+    from napari_4dstem.gui.demo import open_workflow, wait_for
     from napari_4dstem.gui.probe import EventLoopProbe
 
-    ensure_plugin_registered()
     print(f"napari {napari.__version__}, {os.cpu_count()} CPUs")
-    # -- 1. big memmap ------------------------------------------------------------------------------
+    if os.environ.get("BENCH_SWITCH"):  # experiment: the interpreter's thread switch interval (s)
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
+    if "--training-only" not in argv:
+        memmap_clicks(napari, quick, get_session, open_workflow, EventLoopProbe)
+    training(napari, argv, quick, get_session, open_workflow, wait_for, EventLoopProbe)
+    return 0
+
+
+def memmap_clicks(napari, quick, get_session, open_workflow, EventLoopProbe):
+    """Section 1: click latency on a big memmap."""
     shape = (128, 128, 128, 128) if quick else (256, 256, 128, 128)
     tmp = Path(tempfile.mkdtemp(prefix="bench_gui_"))
     try:
@@ -128,7 +140,24 @@ def main(argv) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    # -- 2 and 3. sample with a model, probe during training -----------------------------------------
+
+def _stall_dumper(argv):
+    """``--dump-stalls FILE``: a slot for the probe's timer that re-arms faulthandler's watchdog (a C thread
+    that needs no GIL), so every stall over 80 ms writes all threads' Python stacks to FILE."""
+    if "--dump-stalls" not in argv:
+        return None
+    import faulthandler
+
+    f = open(argv[argv.index("--dump-stalls") + 1], "w")  # noqa: SIM115 - open for the whole run
+
+    def rearm():
+        faulthandler.dump_traceback_later(float(os.environ.get("BENCH_DUMP_S", "0.08")), repeat=False, file=f)
+
+    return rearm
+
+
+def training(napari, argv, quick, get_session, open_workflow, wait_for, EventLoopProbe):
+    """Sections 2 and 3: the sample with a model, the probe during training."""
     viewer = napari.Viewer()
     viewer.window.resize(1500, 950)
     viewer.open_sample("napari-4dstem", "graphene_vacancy")
@@ -139,9 +168,12 @@ def main(argv) -> int:
     epochs = 2 if quick else 4
     ny, nx = s.dataset.scan_shape
     per_epoch_gui = {}
+    dump = _stall_dumper(argv)
     for clicks_hz in (0, 2):
         # 0: the user watches; 2: the user clicks twice a second while it trains
         probe = EventLoopProbe(interval_ms=10, threshold_ms=100)
+        if dump is not None:
+            probe._timer.timeout.connect(dump)
         probe.start()
         t0 = time.perf_counter()
         worker = w["rrVAE"].train(epochs=epochs, mode="fast")
@@ -157,6 +189,10 @@ def main(argv) -> int:
                 s.select((7 * k) % ny, (11 * k) % nx)
         t_gui = time.perf_counter() - t0
         probe.stop()
+        if dump is not None:
+            import faulthandler
+
+            faulthandler.cancel_dump_traceback_later()
         _wait(lambda: s.encoded is not None, 120)
         per_epoch_gui[clicks_hz] = np.mean([r["seconds"] for r in s.model.history])
         print(f"\n[sample {s.dataset.shape}, rrVAE fast mode, {epochs} epochs in a thread worker, "
@@ -166,7 +202,10 @@ def main(argv) -> int:
             print("  stalls (ms @ s after start):", [f"{ms:.0f}@{t - t0:.1f}" for ms, t in
                                                      zip(probe.stalls, probe.stall_times)],
                   f"last progress @{last_yield[0] - t0:.1f}")
-        print(f"  while training: longest event-loop stall {max(during, default=0):.0f} ms (>100 ms stalls: "
+        delays = probe.delays_between(t0, last_yield[0] + 0.05)
+        p95 = np.percentile(delays, 95) if delays else 0.0
+        print(f"  while training: longest event-loop stall {max(delays, default=0):.0f} ms, p95 of the timer's "
+              f"delays {p95:.0f} ms (>100 ms stalls: "
               f"{len(during)}); whole run incl. showing the maps: longest {probe.max_stall_ms:.0f} ms, "
               f"{len(probe.stalls)} stalls > 100 ms in {probe.ticks} ticks  (target: none while training)")
     per_epoch_gui = per_epoch_gui[0]
@@ -182,7 +221,6 @@ def main(argv) -> int:
     print(f"  seconds per epoch: {per_epoch_gui:.2f} in the napari worker, {per_epoch_plain:.2f} in plain Python "
           f"(ratio {per_epoch_gui / per_epoch_plain:.2f})")
     viewer.close()
-    return 0
 
 
 if __name__ == "__main__":

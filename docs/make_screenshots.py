@@ -28,7 +28,6 @@ def main(argv=None) -> int:
 
     from napari_4dstem.gui.demo import balance_docks, open_workflow, show_dock, wait_for
 
-
     viewer = napari.Viewer(title="napari-4dstem")
     viewer.window.resize(1500, 950)
     viewer.open_sample("napari-4dstem", "graphene_vacancy")
@@ -66,6 +65,8 @@ def main(argv=None) -> int:
         if layer.name.startswith("COM") or layer.name.startswith("rrVAE sd"):
             layer.visible = False
     viewer.layers["rrVAE angle"].visible = False
+    viewer.layers["rrVAE reconstruction error"].visible = False
+    viewer.layers["rrVAE outlier"].visible = False
     s.select(ny // 2, nx // 2)
     shot("04_rrvae", "rrVAE")
     for name in ("rrVAE z1", "rrVAE z2"):
@@ -74,6 +75,12 @@ def main(argv=None) -> int:
     viewer.layers.selection.active = viewer.layers["rrVAE angle"]
     s.select(ny // 2 - 3, nx // 2 + 2)
     shot("05_inspector_angle", "rrVAE")
+    # the outlier map (neighbourhoods of latents unlike the rest of the scan), the vacancy selected
+    viewer.layers["rrVAE angle"].visible = False
+    viewer.layers["rrVAE outlier"].visible = True
+    viewer.layers.selection.active = viewer.layers["rrVAE outlier"]
+    s.select(ny // 2, nx // 2)
+    shot("06_outlier", "rrVAE")
     viewer.close()
     return 0
 

@@ -67,7 +67,10 @@ def test_analyze_writes_the_documented_groups(analyzed, sample_npy):
 
 
 def test_saved_parameters_and_checkpoint_reproduce_the_maps(analyzed, sample_npy):
-    """The recorded preprocessing params + the 'last' checkpoint give back the stored latent maps."""
+    """The recorded preprocessing params + the 'best' checkpoint give back the stored latent maps.
+
+    (The maps are encoded at the best epoch, the paper's stopping rule; 'last' is the final epoch.)
+    """
     from napari_4dstem.io import load
     from napari_4dstem.preprocess import Preprocessing
     from napari_4dstem.rrvae import RRVAE
@@ -75,12 +78,15 @@ def test_saved_parameters_and_checkpoint_reproduce_the_maps(analyzed, sample_npy
     r = load_results(analyzed)
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in r.parameters["preprocess"].items()}
     pre = Preprocessing(**params).fit_transform(load(sample_npy))
-    model = RRVAE.load(r.checkpoint_path("last", analyzed.parent))
-    maps = model.encode(pre)
-    np.testing.assert_allclose(maps.latents, r.maps["rrvae/latents"], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(maps.angle, r.maps["rrvae/angle"], atol=1e-4)
     best = RRVAE.load(r.checkpoint_path("best", analyzed.parent))
     assert best.epoch == r.info["rrvae_best_epoch"]
+    maps = best.encode(pre)
+    np.testing.assert_allclose(maps.latents, r.maps["rrvae/latents"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(maps.angle, r.maps["rrvae/angle"], atol=1e-4)
+    np.testing.assert_allclose(best.reconstruction_error(pre), r.maps["rrvae/reconstruction_error"], rtol=1e-4)
+    assert r.maps["rrvae/outlier"].shape == maps.angle.shape
+    last = RRVAE.load(r.checkpoint_path("last", analyzed.parent))
+    assert last.epoch == r.history[-1]["epoch"]
 
 
 def test_existing_output_needs_overwrite(analyzed, sample_npy, capsys):

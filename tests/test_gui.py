@@ -171,7 +171,7 @@ def _small_sample():
     return make_sample(scan_shape=(12, 12), detector_shape=(32, 32))
 
 
-def test_whole_workflow_on_the_sample(make_napari_viewer, qtbot):
+def test_whole_workflow_on_the_sample(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     from napari_4dstem.com import center_of_mass
 
     viewer = make_napari_viewer()
@@ -206,6 +206,12 @@ def test_whole_workflow_on_the_sample(make_napari_viewer, qtbot):
     assert rr.plot.pixmap() is not None and not rr.plot.pixmap().isNull()
     assert viewer.layers["rrVAE angle"].colormap.name == "twilight"
     assert viewer.layers["rrVAE z1"].data.shape == (12, 12)
+    # the residual map: each pattern's reconstruction error, as the core computes it
+    res = viewer.layers["rrVAE reconstruction error"].data
+    np.testing.assert_allclose(res, s.model.reconstruction_error(s.preprocessed), rtol=1e-5)
+    assert np.all(res > 0) and viewer.layers["rrVAE reconstruction error"].scale[0] == pytest.approx(ds.calibration.scan_scale()[0])
+    # the outlier map, as the core computes it from the shown maps
+    np.testing.assert_allclose(viewer.layers["rrVAE outlier"].data, s.model.outlier_map(maps=s.encoded), rtol=1e-5)
     assert rr.epoch.count() == 2  # both epochs' weights are kept for a model this small
     first = s.encoded
     rr.use_checkpoint(1)  # the epoch picker: weights of epoch 1, maps re-encoded
@@ -226,6 +232,23 @@ def test_whole_workflow_on_the_sample(make_napari_viewer, qtbot):
     np.testing.assert_allclose(insp.layers["residual"].data, s.preprocessed.frame(5, 7) - rec, atol=1e-5)
     assert insp.layers["canonical"].data.shape == rec.shape
     assert "(5, 7)" in insp.text.text() and "rrVAE angle" in insp.text.text() and "COM" in insp.text.text()
+    # rapid clicks: one reconstruction worker at a time, stale clicks are skipped, the last one is shown
+    from napari_4dstem.gui import _inspector
+
+    started = []
+    real = _inspector.create_worker
+    monkeypatch.setattr(_inspector, "create_worker", lambda *a, **k: started.append(1) or real(*a, **k))
+    for k in range(6):
+        s.select(k, 11 - k)
+    qtbot.waitUntil(lambda: insp.recon_pixel == (5, 6), timeout=30_000)
+    assert len(started) <= 2
+    np.testing.assert_allclose(insp.layers["reconstruction"].data,
+                               s.model.reconstruct(s.preprocessed.rows(5, 6)[:, 6:7])[0, 0], rtol=1e-5)
+    # saved and reopened, the residual map comes back as a linked layer
+    out = docks["Data"].save(str(tmp_path / "res.h5"))
+    viewer2 = make_napari_viewer()
+    viewer2.open(str(out), plugin=PLUGIN)
+    np.testing.assert_allclose(viewer2.layers["rrVAE reconstruction error"].data, viewer.layers["rrVAE reconstruction error"].data)
 
 
 def test_stop_keeps_the_last_good_model(make_napari_viewer, qtbot):
@@ -324,6 +347,15 @@ def test_data_dock_opens_in_a_worker_and_exports_virtual_maps(make_napari_viewer
     out = docks["Data"].export(str(tmp_path / "maps"))
     names = {q.name for q in out}
     assert {"navigator.tif", "navigator.png", "virtual_bf.tif", "virtual_adf.png"} <= names
+    assert not any(n.endswith(".hspy") for n in names)  # not ticked by default
+    docks["Data"].export_formats["hspy"].setChecked(True)
+    docks["Data"].export_formats["png"].setChecked(False)
+    out = docks["Data"].export(str(tmp_path / "maps2"))
+    assert {q.suffix for q in out} == {".tif", ".hspy"}
+    from rsciio.hspy import file_reader
+
+    adf = file_reader(str(tmp_path / "maps2" / "virtual_adf.hspy"))[0]
+    np.testing.assert_allclose(np.asarray(adf["data"]), viewer.layers["virtual adf"].data, rtol=1e-6)
     # errors from a worker become notifications with the core's message
     shown = []
     monkeypatch.setattr(_common, "show_error", lambda msg: shown.append(msg))
@@ -384,3 +416,78 @@ def test_event_loop_probe_sees_a_blocked_loop(qtbot):
     assert probe.ticks > 5
     assert probe.stalls and max(probe.stalls) >= 250  # (a loaded machine may add other stalls)
     assert probe.max_stall_ms == max(probe.stalls)
+
+
+def test_a_cancelled_close_leaves_the_inspector_and_workers_alone(make_napari_viewer, qtbot, monkeypatch):
+    class FakeWorker:
+        quits = 0
+
+        def quit(self):
+            FakeWorker.quits += 1
+
+    viewer = make_napari_viewer()
+    docks = _docks(viewer, qtbot)
+    insp, s = docks["Inspector"], docks["Data"].session
+    s.workers.add(FakeWorker())
+    win = insp.window()
+    monkeypatch.setattr(win, "closeEvent", lambda event: event.ignore())  # the user answers Cancel
+    assert win.close() is False
+    qtbot.wait(20)
+    assert insp.canvas is not None and not insp.canvas.isHidden()
+    assert FakeWorker.quits == 0
+    monkeypatch.undo()  # now the close goes through: workers are stopped, the second canvas closed
+    assert win.close() is True
+    assert insp.canvas is None and FakeWorker.quits >= 1
+
+
+def test_reopen_maps_a_scan_window_back_and_refuses_a_different_file(make_napari_viewer, tmp_path, monkeypatch):
+    from napari_4dstem.gui import _results
+    from napari_4dstem.io import load
+    from napari_4dstem.results import Results, save_results
+
+    p, data = _npy(tmp_path, shape=(6, 7, 16, 12))
+    y0, y1, x0, x1 = 1, 5, 2, 6  # what the pipeline records for [preprocess] crop_scan
+    window_nav = data[y0:y1, x0:x1].sum(axis=(2, 3), dtype=np.float64)
+    r = Results.from_analysis(load(str(p)), navigator=window_nav, info={"scan_window": [y0, y1, x0, x1]})
+    out = save_results(tmp_path / "win.h5", r)
+    viewer = make_napari_viewer()
+    viewer.open(str(out), plugin=PLUGIN)
+    s = get_session(viewer)
+    assert s.dataset is not None and s.dataset.scan_shape == (4, 4)
+    click(viewer, (2.0, 1.0))  # map pixel (2, 1) is pixel (3, 3) of the file
+    np.testing.assert_array_equal(viewer.layers[PATTERN_NAME].data, data[y0 + 2, x0 + 1])
+    np.testing.assert_allclose(viewer.layers["navigator"].data[2, 1], data[3, 3].sum())
+    assert s.scan_offset == (1, 2)
+    # another file under the same name and shape: the maps open, the data is not reattached
+    warned = []
+    monkeypatch.setattr(_results, "show_warning", lambda msg: warned.append(msg))
+    np.save(p, (data[::-1] + 1).astype(data.dtype))
+    viewer2 = make_napari_viewer()
+    viewer2.open(str(out), plugin=PLUGIN)
+    assert get_session(viewer2).dataset is None and "navigator" in viewer2.layers
+    assert warned and "not the file" in warned[0]
+
+
+def test_a_scan_crop_saved_from_the_gui_reopens_onto_the_file(make_napari_viewer, qtbot, tmp_path):
+    p, data = _npy(tmp_path, shape=(6, 7, 16, 12))
+    viewer = make_napari_viewer()
+    docks = _docks(viewer, qtbot)
+    viewer.open(str(p), plugin=PLUGIN)
+    s = docks["Data"].session
+    for k, v in {"sy0": 1, "sy1": 5, "sx0": 2, "sx1": 7}.items():
+        docks["Data"].crop[k].setValue(v)
+    docks["Data"].apply_crop()
+    assert s.dataset.shape == (4, 5, 16, 12) and s.scan_offset == (1, 2)
+    out = docks["Data"].save(str(tmp_path / "crop.h5"))
+    from napari_4dstem.results import load_results
+
+    r = load_results(out)
+    assert tuple(r.shape) == data.shape and list(r.info["scan_window"]) == [1, 5, 2, 7]
+    viewer2 = make_napari_viewer()
+    viewer2.open(str(out), plugin=PLUGIN)
+    s2 = get_session(viewer2)
+    assert s2.dataset is not None and s2.dataset.scan_shape == (4, 5)
+    click(viewer2, (3.0, 4.0))
+    np.testing.assert_array_equal(viewer2.layers[PATTERN_NAME].data, data[1 + 3, 2 + 4])
+    np.testing.assert_allclose(viewer2.layers["navigator"].data, data[1:5, 2:7].sum(axis=(2, 3), dtype=np.float64),
+                               rtol=1e-5)

@@ -180,7 +180,7 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
 
         model = RRVAE(RRVAEConfig(**p["rrvae"]))
         yield from stage("rrvae", model.iter_fit(pre, com_magnitude=com.magnitude, com_angle=com.angle))
-        latent = yield from stage("encode", _just(lambda: model.encode(pre)))
+        latent = yield from stage("encode", _just(lambda: rrvae_maps(model, pre)))
     info: dict[str, Any] = {"timings_s": timings}
     if warnings:
         info["warnings"] = warnings
@@ -215,6 +215,29 @@ def analyze(source, params: dict | None = None, out=None, overwrite: bool = Fals
         As in :func:`napari_4dstem.run_steps`.
     """
     return run_steps(iter_analyze(source, params, out, overwrite), callback, cancel, "analysis")
+
+
+def rrvae_maps(model, patterns) -> dict:
+    """The rrVAE maps of the results file, from the best epoch (the paper's stopping rule).
+
+    ``angle``, ``angle_sd``, ``latents``, ``latent_sd`` (and ``translations``, ``translation_sd``) from
+    ``model.encode``, plus two maps in which defects stand out: ``reconstruction_error`` (per-pattern
+    squared error of the reconstruction at its own pose) and ``outlier`` (``model.outlier_map``). The
+    model is put back to its last epoch afterwards, so the results keep both checkpoints.
+    """
+    last = model.epoch
+    if model.best_epoch is not None and model.best_epoch in model.checkpoints:
+        model.restore(model.best_epoch)
+    try:
+        lm = model.encode(patterns)
+        out = {k: getattr(lm, k) for k in ("angle", "angle_sd", "latents", "latent_sd", "translations",
+                                           "translation_sd") if getattr(lm, k) is not None}
+        out["reconstruction_error"] = model.reconstruction_error(patterns)
+        out["outlier"] = model.outlier_map(maps=lm)
+    finally:
+        if last is not None and last != model.epoch:
+            model.restore(last)
+    return out
 
 
 def _iter_maps(ds: Dataset4D, navigator: str, specs: dict) -> Steps:

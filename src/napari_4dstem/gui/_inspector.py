@@ -52,11 +52,20 @@ class InspectorWidget(DockBase):
                           "canonical: at rotation 0; residual: preprocessed - reconstruction")
         lay.addWidget(legend)
         lay.addWidget(self.canvas, stretch=1)
+        # all panels exist from the start and stay visible (a panel with nothing to show is transparent):
+        # adding a layer, or toggling its visibility, re-lays the grid out, ~1 s under a software renderer
+        # while torch trains; this way a click only updates layers in place
         self.layers: dict = {}
+        self._extent = None
+        for name in PANELS:
+            self.layers[name] = self.model.add_image(np.zeros((2, 2), np.float32), name=name, opacity=0.0,
+                                                     colormap="PiYG" if name == "residual" else "magma")
         self.last_update_s = float("nan")  # click -> raw and preprocessed panels and numbers updated
         self.last_recon_s = float("nan")  # click -> reconstructions shown
         self.recon_pixel = None  # the pixel whose reconstructions are shown
         self._recon_seq = 0
+        self._recon_busy = False
+        self._pending = None
         # the second canvas is closed with the main window (napari tracks every QtViewer): on_window_close
         self.session.selection_changed.connect(self.update_pixel)
         for sig in (self.session.model_changed, self.session.preprocessed_changed, self.session.dataset_changed,
@@ -71,8 +80,11 @@ class InspectorWidget(DockBase):
     def close_canvas(self):
         """Close the inspector's canvas (called when the main window closes)."""
         if self.canvas is not None:
-            self.canvas.close()
-            self.canvas = None
+            canvas, self.canvas = self.canvas, None
+            try:
+                canvas.close()
+            except RuntimeError:  # deleted with the window already
+                pass
 
     def closeEvent(self, event):  # noqa: N802 - Qt name
         self.close_canvas()
@@ -81,25 +93,23 @@ class InspectorWidget(DockBase):
     def _refresh(self, *_):
         self.update_pixel(*self.session.selected)
 
-    def _set(self, name: str, image: np.ndarray | None, extent: tuple[int, int], colormap: str = "magma"):
-        """Update panel ``name`` in place (add it the first time, hide it when there is nothing to show)."""
+    def _set(self, name: str, image: np.ndarray | None, extent: tuple[int, int]):
+        """Update panel ``name`` in place; ``image=None`` blanks it (transparent)."""
         layer = self.layers.get(name)
         if image is None:
-            if layer is not None and layer.visible:
-                layer.visible = False
+            if layer.opacity != 0.0:
+                layer.opacity = 0.0
             return
         image = np.asarray(image, dtype=np.float32)
         scale = (extent[0] / image.shape[0], extent[1] / image.shape[1])
-        if layer is None:
-            layer = self.model.add_image(image, name=name, colormap=colormap, scale=scale)
-            self.layers[name] = layer
+        update_image(layer, image)
+        if tuple(layer.scale) != scale:
+            layer.scale = scale
+        if layer.opacity != 1.0:
+            layer.opacity = 1.0
+        if self._extent != tuple(extent):
+            self._extent = tuple(extent)
             self.model.reset_view()
-        else:
-            update_image(layer, image)
-            if tuple(layer.scale) != scale:
-                layer.scale = scale
-            if not layer.visible:
-                layer.visible = True
         lo, hi = float(image.min()), float(image.max())
         if name == "residual":
             m = max(abs(lo), abs(hi), 1e-12)
@@ -117,6 +127,9 @@ class InspectorWidget(DockBase):
         raw = ds.frame(iy, ix)
         pre = s.preprocessed.frame(iy, ix) if s.preprocessed is not None else None
         lines = [f"pixel (y, x) = ({iy}, {ix})"]
+        oy, ox = s.scan_offset
+        if oy or ox:
+            lines[0] += f" of the scan window; ({iy + oy}, {ix + ox}) in the file"
         sy, sx = ds.calibration.scan_step
         if sy and sx:
             lines[0] += f" = ({iy * sy:.3g}, {ix * sx:.3g}) {ds.calibration.scan_unit or ''}"
@@ -137,17 +150,34 @@ class InspectorWidget(DockBase):
         self._set("raw", raw, extent)
         self._set("preprocessed", pre, extent)
         if s.model is None or pre is None:
+            like = pre if pre is not None else raw
             for name in ("reconstruction", "canonical", "residual"):
                 self._set(name, None, extent)
+                layer = self.layers[name]
+                if layer.data.shape != like.shape:  # sized now, not on the first reconstruction (see __init__)
+                    layer.data = np.zeros(like.shape, np.float32)
+                    layer.scale = (extent[0] / like.shape[0], extent[1] / like.shape[1])
             self.recon_pixel = None
         self.text.setText("<br>".join(lines))
         self.last_update_s = time.perf_counter() - t0
 
     def _request_reconstructions(self, seq, pixel, model, pattern, t0):
-        # torch runs in a worker: a click never waits for the model, and the latest click wins
+        # torch runs in a worker: a click never waits for the model. One worker at a time, and only the
+        # latest click is computed: clicks made while one runs replace each other (no stale work competes
+        # with training for the CPU)
+        self._pending = (seq, pixel, model, pattern, t0)
+        if self._recon_busy:
+            return
+        self._pending = None
+        self._recon_busy = True
         from ._rrvae_widget import pixel_reconstructions
 
         worker = create_worker(pixel_reconstructions, model, pattern, _ignore_errors=True)
+
+        def done():
+            self._recon_busy = False
+            if self._pending is not None:
+                self._request_reconstructions(*self._pending)
 
         def show(out):
             if seq != self._recon_seq or self.session.dataset is None:
@@ -156,7 +186,7 @@ class InspectorWidget(DockBase):
             extent = self.session.dataset.detector_shape
             self._set("reconstruction", recon, extent)
             self._set("canonical", canon, extent)
-            self._set("residual", target - recon, extent, colormap="PiYG")
+            self._set("residual", target - recon, extent)
             self.recon_pixel = pixel
             self.last_recon_s = time.perf_counter() - t0
 
@@ -164,5 +194,6 @@ class InspectorWidget(DockBase):
         worker.errored.connect(lambda e: show_error(error_message(e)))
         self._workers.append(worker)
         worker.finished.connect(lambda: self._workers.remove(worker) if worker in self._workers else None)
+        worker.finished.connect(guarded(self, done))
         worker.start()
 

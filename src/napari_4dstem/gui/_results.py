@@ -13,7 +13,9 @@ from napari_4dstem.results import Results, load_results, save_results
 from ._session import META_KEY, SCAN_LABELS, get_session, napari_units
 
 # results key -> (layer name, colormap)
-_NAMES = {"navigator": ("navigator", "gray"), "rrvae/angle": ("rrVAE angle", "twilight")}
+_NAMES = {"navigator": ("navigator", "gray"), "rrvae/angle": ("rrVAE angle", "twilight"),
+          "rrvae/reconstruction_error": ("rrVAE reconstruction error", "inferno"),
+          "rrvae/outlier": ("rrVAE outlier", "magma")}
 _COM_CMAPS = {"angle": "twilight", "x": "PiYG", "y": "PiYG", "divergence": "PiYG", "curl": "PiYG"}
 
 
@@ -30,8 +32,21 @@ def session_results(session) -> Results:
     virtual = {k.split(" ", 1)[1]: v for k, v in session.maps.items() if k.startswith("virtual ")}
     com = session.com if hasattr(session.com, "curl_curves") else None
     maps = session.encoded if hasattr(session.encoded, "angle_unwrapped") else None
+    info = {}
+    src = getattr(session, "source", None)
+    if src is not None and tuple(src.detector_shape) == tuple(ds.detector_shape):
+        # a scan window of a file: record it against the file's shape, as the pipeline does, so that
+        # reopening reattaches the file and maps clicks back to it
+        (oy, ox), (ny, nx) = session.scan_offset, ds.scan_shape
+        info["scan_window"] = [oy, oy + ny, ox, ox + nx]
+        ds = src
     r = Results.from_analysis(ds, com=com, navigator=nav, virtual=virtual, rrvae_model=session.model, maps=maps,
-                              preprocessing=session.preprocessing)
+                              preprocessing=session.preprocessing, info=info)
+    for key, (name, _cmap) in _NAMES.items():
+        if key.startswith("rrvae/") and key != "rrvae/angle" and session.maps.get(name) is not None:
+            r.maps[key] = np.asarray(session.maps[name])
+    if "rrvae/reconstruction_error" in r.maps:
+        r.units["rrvae/reconstruction_error"] = "squared error per pattern (model units)"
     if maps is None and session.encoded is not None:  # reopened results: keep their rrVAE maps
         r.maps.update({f"rrvae/{k}": np.asarray(getattr(session.encoded, k))
                        for k in ("angle", "latents", "latent_sd")})
@@ -78,14 +93,46 @@ def _scan_maps(key: str, a: np.ndarray, scan_shape) -> list[tuple[str, np.ndarra
     return []
 
 
+def scan_window(r: Results) -> tuple[int, int, int, int] | None:
+    """``(y0, y1, x0, x1)`` of the scan the maps cover, when the analysis cropped the scan (``[preprocess]
+    crop_scan``; the pipeline records it in ``info["scan_window"]``); None when the maps cover the whole scan."""
+    win = r.info.get("scan_window")
+    if win is None:
+        return None
+    y0, y1, x0, x1 = (int(v) for v in win)
+    if len(r.shape) >= 2 and (y0, y1, x0, x1) == (0, int(r.shape[0]), 0, int(r.shape[1])):
+        return None
+    return y0, y1, x0, x1
+
+
+_SOURCES: dict = {}  # id(window dataset) -> whole-file dataset, handed to the layer metadata below
+
+
 def _reattach(r: Results):
-    """The source dataset when its file is still there and matches; else None (with a warning)."""
+    """The source dataset when its file is still there and is the same file; else None (with a warning).
+
+    "The same file" means the same SHA-256 of its first MiB (``header_sha256``, as
+    :func:`napari_4dstem.results.source_provenance` computes it) and the same shape. When the analysis used a
+    scan window, the dataset returned is that window of the file (lazy), so a click on a map pixel shows the
+    pattern the map was computed from.
+    """
     from napari_4dstem.io import load
+    from napari_4dstem.results import source_provenance
 
     src = r.provenance.get("path") or r.provenance.get("source_path")
-    if not src or not os.path.exists(src):
-        show_warning(f"source data {src!r} not found: maps only, clicking shows no patterns")
+    if not src:
+        show_warning("these results were made from data in memory (no file): maps only, clicking shows no patterns")
         return None
+    if not os.path.exists(src):
+        show_warning(f"source data {src} not found: maps only, clicking shows no patterns")
+        return None
+    saved = r.provenance.get("header_sha256")
+    if saved:
+        now = source_provenance(src).get("header_sha256")
+        if now and now != saved:
+            show_warning(f"{src} is not the file these results were made from (its contents differ): maps only, "
+                         "not reattached")
+            return None
     try:
         ds = load(src, **(r.provenance.get("options") or {}))
     except FourDSTEMError as e:
@@ -94,6 +141,15 @@ def _reattach(r: Results):
     if tuple(ds.shape) != tuple(r.shape):
         show_warning(f"{src} now has shape {ds.shape}, the results were made from {tuple(r.shape)}: not reattached")
         return None
+    full = ds
+    win = scan_window(r)
+    if win is not None:
+        y0, y1, x0, x1 = win
+        if not (0 <= y0 < y1 <= ds.scan_shape[0] and 0 <= x0 < x1 <= ds.scan_shape[1]):
+            show_warning(f"scan window {list(win)} of the results lies outside {src}: not reattached")
+            return None
+        ds = ds.with_data(ds.to_dask()[y0:y1, x0:x1], note=f"scan window {[y0, y1, x0, x1]}")
+        _SOURCES[id(ds)] = full
     return ds
 
 
@@ -101,7 +157,9 @@ def results_layers(path) -> list:
     """Layer data for a results file: the saved maps as linked scan-space layers (dataset reattached if found)."""
     r = load_results(path)
     ds = _reattach(r)
-    scan_shape = tuple(r.shape[:2]) if len(r.shape) >= 2 else None
+    source = _SOURCES.pop(id(ds), None) if ds is not None else None
+    win = scan_window(r)
+    scan_shape = (win[1] - win[0], win[3] - win[2]) if win else (tuple(r.shape[:2]) if len(r.shape) >= 2 else None)
     common = {"scale": r.scan_scale, "axis_labels": SCAN_LABELS}
     units = napari_units(r.calibration.get("scan_unit")) if r.scan_unit != "px" else None
     if units:
@@ -112,7 +170,8 @@ def results_layers(path) -> list:
     out = []
     for name, a, cmap in maps:
         role = "navigator" if name == "navigator" and ds is not None else "map"
-        meta = {META_KEY: {"role": role, "dataset": ds, "results": state}}
+        meta = {META_KEY: {"role": role, "dataset": ds, "results": state,
+                           "scan_offset": (win[0], win[2]) if win else (0, 0), "source_dataset": source}}
         kw = dict(common, name=name, colormap=cmap, metadata=meta)
         if cmap == "twilight":
             kw["contrast_limits"] = (-np.pi, np.pi)
@@ -136,7 +195,7 @@ def _state_from_results(r: Results) -> dict:
         state["com"] = SimpleNamespace(units=r.units.get("com/x", "px"), **com)
     if {"angle", "latents", "latent_sd"} <= set(rr):
         lat, sd = np.asarray(rr["latents"]), np.asarray(rr["latent_sd"])
-        if lat.ndim == 3 and tuple(lat.shape[:2]) == tuple(r.shape[:2]):
+        if lat.ndim == 3 and tuple(lat.shape[:2]) == tuple(np.shape(rr["angle"])):
             lat, sd = np.moveaxis(lat, -1, 0), np.moveaxis(sd, -1, 0)
         state["encoded"] = SimpleNamespace(angle=rr["angle"], latents=lat, latent_sd=sd)
     return state

@@ -24,6 +24,10 @@ from ._widgets import DockBase
 CHOICES = {"mode": MODES, "activation": ("tanh", "relu", "lrelu", "softplus"), "loss": ("mse",),
            "scaling": ("none", "std"), "device": ("auto", "cpu", "cuda")}
 MODE_FIELDS = set(MODE_DEFAULTS["faithful"])
+#: Scan map of each pattern's reconstruction error (``RRVAE.reconstruction_error``); saved as ``rrvae/reconstruction_error``.
+RESIDUAL_NAME = "rrVAE reconstruction error"
+#: Scan map of how unlike the rest of the scan each neighbourhood of latents is (``RRVAE.outlier_map``).
+OUTLIER_NAME = "rrVAE outlier"
 _NOT_PLOTTED = {"epoch", "epoch_done", "batch", "seconds", "elapsed", "eta", "r_best"}
 
 
@@ -159,6 +163,7 @@ class RRVAEWidget(DockBase):
         self.reports: list[dict] = []
         self.train_btn.clicked.connect(self.toggle)
         self.restore_btn.clicked.connect(lambda: self.use_checkpoint())
+        _warm_up()
 
     # -- training --------------------------------------------------------------------------------
     def toggle(self):
@@ -202,7 +207,8 @@ class RRVAEWidget(DockBase):
                 self.status.setText(p.message)
                 self.reports.append(info)
                 self.plot_history()
-            set_progress(self.bar, p.done, p.total, time.perf_counter() - t0, p.message)
+            set_progress(self.bar, p.done, p.total, time.perf_counter() - t0, p.message,
+                         force=bool(info.get("epoch_done")))
 
         def finished():
             # the session's model changes only here, in the GUI thread, once training has ended: the
@@ -228,17 +234,27 @@ class RRVAEWidget(DockBase):
         model, patterns = s.model, s.preprocessed
         if model is None or patterns is None:
             return None
-        w = create_worker(model.encode, patterns, _ignore_errors=True)
-        w.returned.connect(guarded(self, self.show_maps))
+        def job():
+            enc = model.encode(patterns)
+            # maps in which defects stand out (the same as the results file's, docs/rrvae.md)
+            return enc, model.reconstruction_error(patterns), model.outlier_map(maps=enc)
+
+        w = create_worker(job, _ignore_errors=True)
+        w.returned.connect(guarded(self, lambda out: self.show_maps(*out)))
         w.errored.connect(lambda e: show_error(error_message(e)))
         s.track(w)
         self._workers.append(w)
         w.start()
         return w
 
-    def show_maps(self, enc):
+    def show_maps(self, enc, residual=None, outlier=None):
+        """Show the encoded maps (angle, latents, sds) and, if given, the reconstruction-error and outlier maps."""
         s = self.session
         s.encoded = enc
+        if residual is not None:
+            s.show_map(RESIDUAL_NAME, np.asarray(residual, dtype=np.float32), colormap="inferno")
+        if outlier is not None:
+            s.show_map(OUTLIER_NAME, np.asarray(outlier, dtype=np.float32), colormap="magma")
         s.show_map("rrVAE angle", np.asarray(enc.angle), colormap="twilight", contrast_limits=(-math.pi, math.pi))
         lat, sd = np.asarray(enc.latents), np.asarray(enc.latent_sd)
         for k in range(lat.shape[0]):
@@ -312,3 +328,20 @@ def draw_history(fig, reports: list[dict]):
     for ax in (ax_loss, ax_r):
         if ax.lines:
             legend(ax)
+
+
+_WARMED = []
+
+
+def _warm_up():
+    """Import what torch's Adam imports on first use (torch._dynamo, sympy: ~1 s of Python) in a worker
+    when the dock opens, not when Train is clicked: that import held the event loop for ~250 ms at the start
+    of the first training."""
+    if _WARMED:
+        return
+    _WARMED.append(True)
+
+    def job():
+        import torch._dynamo  # noqa: F401
+
+    create_worker(job, _ignore_errors=True).start()

@@ -77,6 +77,8 @@ class Session:
         self.history = None
         self.maps: dict[str, np.ndarray] = {}  # name -> scan-space map shown
         self.selected = (0, 0)
+        self.scan_offset = (0, 0)
+        self.source: Dataset4D | None = None  # the whole file's dataset when ``dataset`` is a scan window of it
         self.drag_scrubs = True
         self.workers: set = set()
         self._adopting = False
@@ -113,7 +115,8 @@ class Session:
         role = meta.get("role")
         if role == "navigator" and isinstance(meta.get("dataset"), Dataset4D):
             if meta["dataset"] is not self.dataset:
-                self.set_dataset(meta["dataset"], navigator=layer)
+                self.set_dataset(meta["dataset"], navigator=layer, scan_offset=meta.get("scan_offset", (0, 0)),
+                                 source=meta.get("source_dataset"))
                 if layer.name != NAVIGATOR_NAME and self._find(NAVIGATOR_NAME) is None:
                     layer.name = NAVIGATOR_NAME
             if meta.get("pending"):
@@ -128,10 +131,18 @@ class Session:
         elif role == "pattern" and self.dataset is not None and meta.get("dataset") is self.dataset:
             self.select(*self.selected)
 
-    def set_dataset(self, ds: Dataset4D, navigator=None, keep_results: bool = False):
-        """Make ``ds`` the current dataset; derived state is cleared unless ``keep_results``."""
+    def set_dataset(self, ds: Dataset4D, navigator=None, keep_results: bool = False, scan_offset=(0, 0),
+                    source: Dataset4D | None = None):
+        """Make ``ds`` the current dataset; derived state is cleared unless ``keep_results``.
+
+        ``scan_offset``: (y, x) of the dataset's first scan pixel in ``source``, the whole file's dataset, when
+        ``ds`` is a scan window of it (a scan crop, or reopened results of a cropped analysis). Saved results
+        then record the window (``info["scan_window"]``) against the file's shape, as the pipeline does.
+        """
         old = self.dataset
         self.dataset = ds
+        self.scan_offset = tuple(int(v) for v in scan_offset)
+        self.source = source if source is not None and tuple(source.shape) != tuple(ds.shape) else None
         if not keep_results:
             self.preprocessing = self.preprocessed = self.com = self.model = self.encoded = self.history = None
             self.maps = {}

@@ -41,12 +41,12 @@ class DockBase(QWidget):
         except RuntimeError:  # deleted already
             return
         if win is not self:
-            self._closer = CloseWatcher(self.on_window_close, win)
-            win.installEventFilter(self._closer)
+            CloseWatcher.on(win, self.on_window_close)
 
     def on_window_close(self):
-        """The viewer's window is closing: stop every running step of this viewer."""
-        self.stop_workers()
+        """The viewer's window has closed: stop every running step of this viewer."""
+        for w in list(self._workers):
+            w.quit()
         self.session.stop_workers()
 
     def stop_workers(self):
@@ -71,16 +71,35 @@ class DockBase(QWidget):
 
 
 class CloseWatcher(QObject):
-    """Calls ``on_close`` when the watched window gets a Close event."""
+    """Calls the registered callbacks once the watched window has accepted a Close event.
 
-    def __init__(self, on_close, parent):
+    napari may ask the user to confirm a close: this filter lets the window handle the event first and
+    calls back only when the event was accepted (a cancelled close leaves training and the Inspector
+    alone). One watcher per window, shared by its docks.
+    """
+
+    def __init__(self, parent):
         super().__init__(parent)
-        self._on_close = on_close
+        self.callbacks: list = []
+
+    @classmethod
+    def on(cls, window, callback) -> CloseWatcher:
+        watcher = getattr(window, "_napari_4dstem_close_watcher", None)
+        if watcher is None:
+            watcher = cls(window)
+            window.installEventFilter(watcher)
+            window._napari_4dstem_close_watcher = watcher
+        watcher.callbacks.append(callback)
+        return watcher
 
     def eventFilter(self, obj, event):  # noqa: N802 - Qt name
-        if event.type() == QEvent.Type.Close:
-            self._on_close()
-        return False
+        if event.type() != QEvent.Type.Close:
+            return False
+        obj.event(event)  # the window's own handling (napari's confirm dialog), then we know the answer
+        if event.isAccepted():
+            for cb in list(self.callbacks):
+                cb()
+        return True  # handled: the window must not see this event twice
 
 
 def _spin(lo, hi, value, step=1, special=None):
@@ -175,11 +194,22 @@ class DataWidget(DockBase):
         self.save_btn = QPushButton("Save results…")
         self.load_res_btn = QPushButton("Open results…")
         self.export_btn = QPushButton("Export maps…")
-        self.export_btn.setToolTip("every scan map as TIFF (with scale) and PNG (with scale bar)")
+        self.export_btn.setToolTip("every scan map, in the formats ticked below: TIFF (ImageJ scale), PNG (figure "
+                                   "with colorbar), HyperSpy .hspy (axes scale and units)")
         res.addWidget(self.save_btn)
         res.addWidget(self.load_res_btn)
         res.addWidget(self.export_btn)
         lay.addLayout(res)
+        fmts = QHBoxLayout()
+        fmts.addWidget(QLabel("export as"))
+        self.export_formats = {}
+        for fmt, label in (("tif", "TIFF"), ("png", "PNG"), ("hspy", "HyperSpy .hspy")):
+            cb = QCheckBox(label)
+            cb.setChecked(fmt in ("tif", "png"))
+            fmts.addWidget(cb)
+            self.export_formats[fmt] = cb
+        fmts.addStretch(1)
+        lay.addLayout(fmts)
         lay.addStretch(1)
 
         self.open_btn.clicked.connect(self._open)
@@ -293,8 +323,14 @@ class DataWidget(DockBase):
             changes["detector_center"] = (cy - v["dy0"], cx - v["dx0"])
         note = f"crop scan [{v['sy0']}:{v['sy1']}, {v['sx0']}:{v['sx1']}] det [{v['dy0']}:{v['dy1']}, " \
                f"{v['dx0']}:{v['dx1']}]"
+        s = self.session
+        sy, sx, dy, dx = ds.shape
+        scan_only = (v["dy0"], v["dy1"], v["dx0"], v["dx1"]) == (0, dy, 0, dx)
+        # a scan-only crop stays a window of the file: saved results record it and reopen onto the file
+        source = (s.source or ds) if scan_only else None
+        offset = (s.scan_offset[0] + v["sy0"], s.scan_offset[1] + v["sx0"]) if scan_only else (0, 0)
         try:
-            self.session.set_dataset(ds.with_data(data, note=note, **changes))
+            s.set_dataset(ds.with_data(data, note=note, **changes), scan_offset=offset, source=source)
         except FourDSTEMError as e:
             show_error(str(e))
 
@@ -308,12 +344,18 @@ class DataWidget(DockBase):
         if folder:
             self.export(folder)
 
-    def export(self, folder: str, formats=("tif", "png")):
-        """Write every map of the session to ``folder`` (TIFF with scale, PNG with a scale bar)."""
+    def export(self, folder: str, formats=None):
+        """Write every map of the session to ``folder``: one file per map and format (``"tif"``, ``"png"``,
+        ``"hspy"``; None = the formats ticked in the dock)."""
         from napari_4dstem.export import export_results
 
         from ._results import session_results
 
+        if formats is None:
+            formats = tuple(f for f, cb in self.export_formats.items() if cb.isChecked())
+        if not formats:
+            show_error("export: tick at least one format (TIFF, PNG or .hspy)")
+            return []
         try:
             paths = export_results(session_results(self.session), folder, formats=formats, overwrite=True)
         except FourDSTEMError as e:

@@ -26,6 +26,8 @@ class EventLoopProbe(QObject):
         self.max_stall_ms = 0.0
         self.stalls: list[float] = []
         self.stall_times: list[float] = []  # time.perf_counter() at the end of each stall
+        self.delays: list[float] = []  # every tick's extra delay (ms), for percentiles
+        self.tick_times: list[float] = []
         self.ticks = 0
         self._last = None
 
@@ -42,6 +44,8 @@ class EventLoopProbe(QObject):
         if self._last is not None:
             stall = (now - self._last) * 1000.0 - self.interval_ms
             self.max_stall_ms = max(self.max_stall_ms, stall)
+            self.delays.append(stall)
+            self.tick_times.append(now)
             if stall > self.threshold_ms:
                 self.stalls.append(stall)
                 self.stall_times.append(now)
@@ -51,3 +55,7 @@ class EventLoopProbe(QObject):
     def stalls_between(self, t0: float, t1: float) -> list[float]:
         """Stalls (ms) that ended between two ``time.perf_counter()`` times."""
         return [ms for ms, t in zip(self.stalls, self.stall_times) if t0 <= t <= t1]
+
+    def delays_between(self, t0: float, t1: float) -> list[float]:
+        """Every tick's extra delay (ms) for ticks between two ``time.perf_counter()`` times."""
+        return [ms for ms, t in zip(self.delays, self.tick_times) if t0 <= t <= t1]

@@ -40,7 +40,10 @@ def as_patterns(patterns) -> np.ndarray:
 
 
 class View:
-    """The patterns as the networks see them: binned to ``size`` and scaled.
+    """The patterns as the networks see them: binned to ``size``, optionally PCA-denoised, and scaled.
+
+    ``components``: project the binned patterns onto their leading ``components`` principal axes (and back)
+    before scaling (None = off).
 
     ``scaling="none"`` leaves values as given (faithful: min-max data, as in the paper);
     ``"std"`` subtracts the mean pattern and divides by the global std; ``"signal"`` divides by the std of
@@ -48,14 +51,17 @@ class View:
     neighbouring scan positions (see docs/rrvae.md). On clean data the two agree.
     """
 
-    def __init__(self, det_shape: tuple[int, int], size: int | None, scaling: str):
+    def __init__(self, det_shape: tuple[int, int], size: int | None, scaling: str, components: int | None = None):
         self.det_shape = tuple(int(s) for s in det_shape)
         h = self.det_shape[0]
         self.size = h if size is None or size >= h else int(size)
         self.scaling = scaling
+        self.components = None if not components else int(components)
         self.mean: torch.Tensor | None = None       # (size*size,) mean of binned patterns
         self.mean_full: torch.Tensor | None = None  # (h*w,) for reconstructions at full size
         self.std = 1.0
+        self.pca_mean: torch.Tensor | None = None   # (size*size,) mean removed before the PCA projection
+        self.basis: torch.Tensor | None = None      # (size*size, components) leading principal axes
 
     @property
     def n_pixels(self) -> int:
@@ -69,10 +75,18 @@ class View:
 
     def fit(self, x: np.ndarray, scan_shape: tuple[int, int] | None = None) -> None:
         """Learn the scaling from all patterns ``(N, h, w)`` (``scan_shape`` for the noise estimate)."""
-        if self.scaling == "none":
-            return
         t = torch.from_numpy(x)
         b = self.bin(t)
+        if self.components is not None and self.components < b.shape[1]:
+            # PCA denoising: keep the leading axes of the binned patterns (exact eigh of the covariance,
+            # deterministic); under Poisson noise the signal lives in a few of them (docs/rrvae.md)
+            self.pca_mean = b.mean(0)
+            c = (b - self.pca_mean).double()
+            _, vec = torch.linalg.eigh(c.T @ c)
+            self.basis = vec[:, -self.components:].flip(1).float().contiguous()
+            b = self._project(b)
+        if self.scaling == "none":
+            return
         self.mean = b.mean(0)
         self.mean_full = t.reshape(t.shape[0], -1).mean(0)
         var = float((b - self.mean).var())
@@ -84,9 +98,15 @@ class View:
         std = var ** 0.5
         self.std = std if std > 0 else 1.0
 
+    def _project(self, b: torch.Tensor) -> torch.Tensor:
+        if self.basis is None:
+            return b
+        m, v = self.pca_mean.to(b.device), self.basis.to(b.device)
+        return m + ((b - m) @ v) @ v.T
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, h, w) as given -> (N, size*size) as the model sees it."""
-        b = self.bin(x)
+        b = self._project(self.bin(x))
         if self.scaling != "none":
             b = (b - self.mean) / self.std
         return b
@@ -99,10 +119,14 @@ class View:
 
     def state(self) -> dict:
         return {"det_shape": list(self.det_shape), "size": self.size, "scaling": self.scaling, "std": self.std,
-                "mean": self.mean, "mean_full": self.mean_full}
+                "mean": self.mean, "mean_full": self.mean_full, "components": self.components,
+                "pca_mean": self.pca_mean, "basis": self.basis}
 
     @classmethod
     def from_state(cls, s: dict) -> View:
-        v = cls(tuple(s["det_shape"]), s["size"], s["scaling"])
+        v = cls(tuple(s["det_shape"]), s["size"], s["scaling"], s.get("components"))
         v.std, v.mean, v.mean_full = float(s["std"]), s["mean"], s["mean_full"]
+        v.pca_mean, v.basis = s.get("pca_mean"), s.get("basis")
+        if v.basis is None:
+            v.components = None
         return v

@@ -26,6 +26,9 @@ def save(model, path, preprocessing=None) -> None:
         "checkpoints": {int(e): s for e, s in model.checkpoints.items()},
         "view": _view_state(model.view),
     }
+    ts = getattr(model, "_train_state", None)
+    if ts is not None and ts.get("rng") is not None:  # Adam + RNG state after the last epoch (for resume)
+        payload["train_state"] = {"epoch": int(ts["epoch"]), "optimizer": ts["optimizer"], "rng": ts["rng"]}
     tmp = path.with_name(path.name + ".part")
     try:
         torch.save(payload, tmp)
@@ -63,11 +66,16 @@ def load(cls, path):
         model.view = View.from_state({
             "det_shape": v["det_shape"].tolist(), "size": int(v["size"]),
             "scaling": ("none", "std", "signal")[int(v["scaling"])], "std": float(v["std"]),
-            "mean": v.get("mean"), "mean_full": v.get("mean_full")})
+            "mean": v.get("mean"), "mean_full": v.get("mean_full"),
+            "components": int(v["components"]) if "components" in v else None,
+            "pca_mean": v.get("pca_mean"), "basis": v.get("basis")})
         model.net = model._new_net(model.view.n_pixels)
         model.net.load_state_dict(p["weights"])
         model.net.eval()
         model.checkpoints = {int(e): s for e, s in p["checkpoints"].items()}
+        ts = p.get("train_state")  # absent in files written before resume existed: resume then starts Adam afresh
+        model._train_state = None if ts is None else {"epoch": int(ts["epoch"]), "optimizer": ts["optimizer"],
+                                                        "rng": ts["rng"]}
     except ModelError:
         raise
     except Exception as e:  # noqa: BLE001
@@ -82,4 +90,8 @@ def _view_state(view) -> dict:
     if view.mean is not None:
         s["mean"] = view.mean.detach().cpu()
         s["mean_full"] = view.mean_full.detach().cpu()
+    if view.basis is not None:
+        s["components"] = int(view.components)
+        s["pca_mean"] = view.pca_mean.detach().cpu()
+        s["basis"] = view.basis.detach().cpu()
     return s

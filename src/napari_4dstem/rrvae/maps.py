@@ -1,6 +1,7 @@
 """Encoded maps and the correlations of the paper's stopping rule."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,3 +66,86 @@ def zscore_max(m: np.ndarray) -> tuple[float, tuple[int, int]]:
     z = np.abs(m - m.mean()) / sd
     i = int(np.nanargmax(z))
     return float(z.flat[i]), tuple(int(v) for v in np.unravel_index(i, m.shape))  # type: ignore[return-value]
+
+
+def robust_zscore(m: np.ndarray) -> np.ndarray:
+    """``(m - median) / (1.4826 MAD)`` of a map (the plain z-score where the MAD is 0)."""
+    m = np.asarray(m, np.float64)
+    med = np.nanmedian(m)
+    mad = 1.4826 * np.nanmedian(np.abs(m - med))
+    if not mad > 0:
+        mad = np.nanstd(m)
+    return (m - med) / mad if mad > 0 else np.zeros_like(m)
+
+
+def zscore_at(m: np.ndarray, site, radius: float = 4.0, robust: bool = True) -> float:
+    """The z-score of a map at a site: the largest ``|z|`` within ``radius`` pixels of ``site = (y, x)``.
+
+    ``robust=True``: ``z = (m - median) / (1.4826 MAD)`` (blind to the defect's own pixels); ``False``:
+    ``(m - mean) / std``. This is the number docs/rrvae.md reports for defects.
+    """
+    m = np.asarray(m, np.float64)
+    z = np.abs(robust_zscore(m) if robust else (m - m.mean()) / (m.std() or 1.0))
+    yy, xx = np.indices(m.shape)
+    near = np.hypot(yy - site[0], xx - site[1]) <= radius
+    return float(np.nanmax(np.where(near, z, -np.inf)))
+
+
+def neighbourhood_outlier(channels: np.ndarray, radius: int = 3, step: int = 1, smooth: float = 0.0,
+                          exclude: int | None = None, max_references: int = 4096, seed: int = 0) -> np.ndarray:
+    """How unlike the rest of the scan each position's neighbourhood of map values is.
+
+    Every map in ``channels`` ``(C, scan_y, scan_x)`` is robustly standardised (median, MAD); the values
+    on a ``(2 radius + 1)^2`` window (every ``step``-th pixel) around each scan position form its descriptor;
+    the score is the Euclidean distance to the most similar descriptor centred at least ``exclude`` pixels
+    away (default ``2 radius + 1``: windows that do not overlap). A periodic lattice repeats every
+    neighbourhood elsewhere in the scan, so scores stay low; a defect's neighbourhood has no match.
+    ``smooth`` (pixels): Gaussian smoothing of the maps first, for noisy data. Only windows inside the scan
+    and clear of the smoothing's edge effects are compared: positions within ``radius + ceil(2 smooth)`` of
+    the edge take the score of the nearest compared position. Scans of more than
+    ``max_references`` positions are compared against that many random positions (seeded).
+
+    Returns a ``(scan_y, scan_x)`` float32 map (0 = a perfect match exists elsewhere).
+    """
+    from scipy import ndimage
+
+    c = np.asarray(channels, np.float64)
+    if c.ndim == 2:
+        c = c[None]
+    _, h, w = c.shape
+    r, step = int(radius), max(1, int(step))
+    r = max(0, min(r, (min(h, w) - 1) // 4))  # leave room for windows that do not overlap
+    c = np.stack([robust_zscore(ch) for ch in c])
+    if smooth and smooth > 0:
+        c = np.stack([ndimage.gaussian_filter(ch, smooth, mode="nearest") for ch in c])
+    # only windows that lie inside the scan and clear of the band where the smoothing meets the edge
+    # (less averaging there, so larger scores on noisy data): padding would invent neighbourhoods
+    b = r + (int(math.ceil(2 * smooth)) if smooth and smooth > 0 else 0)
+    b = max(r, min(b, (min(h, w) - 1) // 2 - r))
+    ih, iw = h - 2 * b, w - 2 * b
+    offs = range(-r, r + 1, step)
+    feats = np.stack([c[:, b + dy:b + dy + ih, b + dx:b + dx + iw] for dy in offs for dx in offs], 1)
+    f = np.ascontiguousarray(feats.reshape(-1, ih * iw).T, dtype=np.float32)  # (N, D)
+    n = f.shape[0]
+    yy, xx = np.divmod(np.arange(n), iw)
+    ref = np.arange(n)
+    if n > max_references:
+        ref = np.sort(np.random.default_rng(seed).choice(n, max_references, replace=False))
+    fr, ry, rx = f[ref], yy[ref], xx[ref]
+    sq, sqr = (f * f).sum(1), (fr * fr).sum(1)
+    ex = 2 * r + 1 if exclude is None else int(exclude)
+    score = np.full(n, np.inf, np.float64)
+    for i0 in range(0, n, 1024):
+        sl = slice(i0, i0 + 1024)
+        d2 = sq[sl, None] + sqr[None] - 2.0 * (f[sl] @ fr.T)
+        near = (np.abs(yy[sl, None] - ry[None]) < ex) & (np.abs(xx[sl, None] - rx[None]) < ex)
+        d2[near] = np.inf
+        score[sl] = d2.min(1)
+    score = np.sqrt(np.maximum(score, 0.0))
+    ok = np.isfinite(score)
+    fill = float(np.median(score[ok])) if ok.any() else 0.0
+    score[~ok] = fill  # no window far enough away (tiny scans)
+    # positions near the edge (no full window, or smoothing edge effects) take the nearest computed score
+    # (a constant fill would shrink the map's MAD and inflate robust z-scores)
+    out = np.pad(score.reshape(ih, iw), ((b, h - b - ih), (b, w - b - iw)), mode="edge")
+    return out.reshape(h, w).astype(np.float32)

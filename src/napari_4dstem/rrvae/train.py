@@ -15,7 +15,7 @@ from ..progress import Progress, run_steps
 from . import io as _io
 from .config import RRVAEConfig
 from .data import View, as_patterns
-from .maps import LatentMaps, circular_r, pearson_r, wrap_angle
+from .maps import LatentMaps, circular_r, neighbourhood_outlier, pearson_r, wrap_angle
 from .model import RVAENet, coord_grid, kl_terms, recon_term
 
 #: Keep every epoch's weights while they take less than this; beyond, keep the best and the last.
@@ -80,6 +80,7 @@ class RRVAE:
         self.view: View | None = None
         self.preprocessing: dict | None = None
         self.epoch: int | None = None  # epoch whose weights are loaded
+        self._train_state: dict | None = None  # Adam and RNG state after the last completed epoch (resume)
 
     # -- set-up --------------------------------------------------------------------------------
     @property
@@ -102,30 +103,52 @@ class RRVAE:
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, patterns, com_magnitude=None, com_angle=None, callback: Callable | None = None,
-            cancel: threading.Event | None = None) -> list[dict]:
-        """Train; returns :attr:`history`. With ``cancel`` set, raises Cancelled and keeps the last epoch."""
-        return run_steps(self.iter_fit(patterns, com_magnitude, com_angle), callback, cancel, "rrVAE training")
+            cancel: threading.Event | None = None, resume: bool = False) -> list[dict]:
+        """Train; returns :attr:`history`. With ``cancel`` set, raises Cancelled and keeps the last epoch.
 
-    def iter_fit(self, patterns, com_magnitude=None, com_angle=None, callback=None, cancel=None):
+        ``resume=True`` continues a trained (or loaded) model up to ``config.epochs`` epochs in all
+        (see :meth:`iter_fit`).
+        """
+        return run_steps(self.iter_fit(patterns, com_magnitude, com_angle, resume=resume), callback, cancel,
+                         "rrVAE training")
+
+    def iter_fit(self, patterns, com_magnitude=None, com_angle=None, callback=None, cancel=None,
+                 resume: bool = False):
         """Generator form of :meth:`fit`: yields :class:`Progress` every few batches and after each epoch.
 
         The epoch report is ``Progress.info`` at the end of each epoch (``info["epoch_done"]`` is True).
         Closing the generator (napari ``worker.quit()``) keeps the model of the last completed epoch.
         ``callback``/``cancel`` are accepted for symmetry with :meth:`fit` and used the same way.
+
+        ``resume=True`` continues after the last completed epoch instead of starting afresh: its weights,
+        Adam state, random-number state, history, checkpoints and best epoch, and the binning/scaling learnt
+        at the start, are kept (they are also stored by :meth:`save`, so ``RRVAE.load(path).fit(x,
+        resume=True)`` continues). ``config.epochs`` counts all epochs (2 done and ``epochs=4``: 2 more); a
+        model already at ``config.epochs`` returns at once. With the same data, seed and thread count, 2 + 2
+        resumed epochs give the weights of 4 straight ones. An untrained model trains from scratch.
         """
         if callback is not None or cancel is not None:
-            return (yield from _wrap(self.iter_fit(patterns, com_magnitude, com_angle), callback, cancel))
+            return (yield from _wrap(self.iter_fit(patterns, com_magnitude, com_angle, resume=resume),
+                                     callback, cancel))
         cfg = self.config
         arr = as_patterns(patterns)
         sy, sx, h, w = arr.shape
         com_magnitude = _check_map(com_magnitude, (sy, sx), "com_magnitude")
         com_angle = _check_map(com_angle, (sy, sx), "com_angle")
+        resume = bool(resume) and self.trained
+        if resume and tuple(self.view.det_shape) != (h, w):
+            raise DataError(f"cannot resume: the model was trained on {self.view.det_shape[0]} x "
+                            f"{self.view.det_shape[1]} patterns, these are {h} x {w}",
+                            hint="preprocess the data exactly as for the first training")
         torch.set_num_threads(int(cfg.threads or physical_cores()))
         dev = self.device
         flat = arr.reshape(-1, h, w)
         n = flat.shape[0]
-        view = View((h, w), cfg.detector_size, cfg.scaling)
-        view.fit(flat, (sy, sx))
+        if resume:
+            view = self.view
+        else:
+            view = View((h, w), cfg.detector_size, cfg.scaling, cfg.pca_components)
+            view.fit(flat, (sy, sx))
         x = view.forward(torch.from_numpy(flat)).to(dev).contiguous()
         del flat
         grid = coord_grid(h, w, view.size, view.size).to(dev)
@@ -140,20 +163,27 @@ class RRVAE:
             opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=True)
         except (RuntimeError, TypeError, ValueError):
             opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        start = 0
+        if resume:
+            start = self._resume_state(net, opt, gen)
+            if start >= cfg.epochs:
+                return self.history
         bs = min(cfg.batch_size, len(train_idx))
         n_batches = math.ceil(len(train_idx) / bs)
         total = cfg.epochs * n_batches
         self._amp = cfg.precision == "bfloat16" or (cfg.precision == "auto" and native_bf16(dev))
         step = torch.compile(self._step) if cfg.compile else self._step
 
-        # Fresh state: the model counts as trained once its first epoch completes.
-        self.net, self.view, self.history, self.checkpoints, self.best_epoch = None, None, [], {}, None
+        if not resume:  # fresh state: the model counts as trained once its first epoch completes
+            self.net, self.view, self.history, self.checkpoints, self.best_epoch = None, None, [], {}, None
+            self._train_state = None
         self._scan_shape = (sy, sx)
         t0 = time.perf_counter()
+        elapsed0 = float(self.history[-1].get("elapsed") or 0.0) if resume else 0.0
         last_yield = t0
-        epoch = 0
+        epoch = start
         try:
-            for epoch in range(1, cfg.epochs + 1):
+            for epoch in range(start + 1, cfg.epochs + 1):
                 net.train()
                 te = time.perf_counter()
                 perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
@@ -183,13 +213,13 @@ class RRVAE:
                 self.net, self.view = net, view
                 if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                     report.update(self._stopping_stats(x, (sy, sx), com_magnitude, com_angle))
-                elapsed = time.perf_counter() - t0
-                report["elapsed"] = elapsed
-                report["eta"] = elapsed / epoch * (cfg.epochs - epoch)
+                run = time.perf_counter() - t0  # this call's time (time_limit counts per call)
+                report["elapsed"] = elapsed0 + run
+                report["eta"] = run / (epoch - start) * (cfg.epochs - epoch)
                 self.history.append(report)
-                self._checkpoint(epoch, net, opt)
+                self._checkpoint(epoch, net, opt, gen)
                 last_yield = time.perf_counter()
-                stop = cfg.time_limit is not None and elapsed >= cfg.time_limit
+                stop = cfg.time_limit is not None and run >= cfg.time_limit
                 yield Progress(epoch * n_batches, total, _describe(report), {**report, "epoch_done": True})
                 if stop:
                     break
@@ -270,10 +300,26 @@ class RRVAE:
         loss = rep["val_loss"] if rep.get("val_loss") is not None else rep["loss"]
         return -loss
 
-    def _checkpoint(self, epoch: int, net, opt) -> None:
+    def _resume_state(self, net, opt, gen) -> int:
+        """Load the last completed epoch's weights, Adam and RNG state into ``net``, ``opt``, ``gen``."""
+        last = max(self.checkpoints)
+        net.load_state_dict(self.checkpoints[last])
+        st = getattr(self, "_train_state", None)
+        if st is not None and st.get("epoch") == last:
+            opt.load_state_dict(st["optimizer"])
+            gen.set_state(st["rng"])
+        else:  # a model file without training state: fresh Adam moments, RNG stream derived from the epoch
+            gen.manual_seed(self.config.seed + 7919 * last)
+        for g in opt.param_groups:  # a changed config.lr applies from here on
+            g["lr"] = self.config.lr
+        return last
+
+    def _checkpoint(self, epoch: int, net, opt, gen=None) -> None:
         state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
         self.checkpoints[epoch] = state
-        self._last_opt = opt
+        # what resume needs to continue exactly after this epoch (also written by save())
+        self._train_state = {"epoch": epoch, "optimizer": _cpu_copy(opt.state_dict()),
+                             "rng": gen.get_state() if gen is not None else None}
         scored = [r for r in self.history if "r" in r or r["epoch"] == epoch]
         best = max(scored, key=self._score)
         self.best_epoch = best["epoch"]
@@ -401,6 +447,24 @@ class RRVAE:
             err.append(((self.net.decoder(grid, content, angle, shift) - xb) ** 2).mean(1).cpu())
         return torch.cat(err).reshape(sy, sx).numpy()
 
+    def outlier_map(self, patterns=None, maps: LatentMaps | None = None, radius: int = 3, step: int = 1,
+                    smooth: float = 2.0) -> np.ndarray:
+        """A map in which defects stand out: how unlike the rest of the scan each neighbourhood of latents is.
+
+        The content latent maps and their log posterior sds (from ``maps``, or ``encode(patterns)``) are
+        compared window by window (``(2 radius + 1)^2`` scan pixels, every ``step``-th) with every
+        non-overlapping window of the scan, after a Gaussian smoothing of ``smooth`` pixels; the score is the
+        distance to the best match (:func:`~napari_4dstem.rrvae.maps.neighbourhood_outlier`). A lattice repeats
+        its neighbourhoods and scores low; a vacancy or dopant has no match elsewhere. Returns a
+        ``(scan_y, scan_x)`` float32 map. See docs/rrvae.md ("Defect maps") for how to read it.
+        """
+        if maps is None:
+            if patterns is None:
+                raise DataError("outlier_map needs the patterns or their encoded maps")
+            maps = self.encode(patterns)
+        ch = np.concatenate([maps.latents, np.log(np.maximum(maps.latent_sd, 1e-12))])
+        return neighbourhood_outlier(ch, radius=radius, step=step, smooth=smooth, seed=self.config.seed)
+
     @torch.no_grad()
     def decode(self, latents, angle=0.0) -> np.ndarray:
         """Decode content latent values (latent traversal): ``(K,)`` -> ``(h, w)``, ``(n, K)`` -> ``(n, h, w)``."""
@@ -426,6 +490,17 @@ class RRVAE:
     def load(cls, path) -> RRVAE:
         """Read a model written by :meth:`save` (ModelError if corrupt or from another format version)."""
         return _io.load(cls, path)
+
+
+def _cpu_copy(obj):
+    """Deep copy of a (nested) state dict with tensors cloned to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
 
 
 def _wrap(steps, callback, cancel):
