@@ -67,8 +67,8 @@ def ensure_atomai(log) -> Path | None:
     pip = [str(py), "-m", "pip", "install", "-q"]
     try:
         subprocess.check_call([sys.executable, "-m", "venv", str(ENV)])
-        # CPU torch first (a local wheel where pip is configured with one, else PyTorch's CPU index).
-        rc = subprocess.call(pip + [TORCH, "--extra-index-url", "https://download.pytorch.org/whl/cpu"])
+        # CPU torch first (the pinned local CPU wheel; an unpinned torch would pull GBs of CUDA packages)
+        rc = subprocess.call(pip + [TORCH])
         if rc:
             return None
         ver = subprocess.check_output([str(py), "-c", "import torch; print(torch.__version__)"], text=True).strip()
@@ -227,8 +227,9 @@ def main(argv=None) -> int:
             with tempfile.TemporaryDirectory() as td:
                 np.save(Path(td) / "x.npy", x.reshape(-1, *x.shape[2:]))
                 (Path(td) / "run.py").write_text(ATOMAI_RUNNER)
+                # cwd: atomai's trainer saves ./model.tar wherever it runs
                 out = subprocess.run([str(py), str(Path(td) / "run.py"), str(Path(td) / "x.npy"), str(n), "20",
-                                      str(threads)], capture_output=True, text=True)
+                                      str(threads)], capture_output=True, text=True, cwd=td)
             res = [json.loads(line[7:]) for line in out.stdout.splitlines() if line.startswith("RESULT ")]
             if not res:
                 log("atomai run failed:\n" + out.stderr[-2000:])
