@@ -32,6 +32,27 @@ class Progress:
 Steps = Generator[Progress, None, T]
 
 
+def watch_steps(
+    steps: Steps,
+    callback: Callable[[Progress], Any] | None = None,
+    cancel: threading.Event | None = None,
+    what: str = "operation",
+) -> Steps:
+    """Pass the steps through, calling ``callback`` on each and stopping at the first one after
+    ``cancel`` is set (the generator is closed and :class:`Cancelled` raised); returns the result."""
+    try:
+        while True:
+            p = next(steps)
+            if callback is not None:
+                callback(p)
+            if cancel is not None and cancel.is_set():
+                steps.close()
+                raise Cancelled(what)
+            yield p
+    except StopIteration as stop:
+        return stop.value
+
+
 def run_steps(
     steps: Steps,
     callback: Callable[[Progress], Any] | None = None,
@@ -43,13 +64,9 @@ def run_steps(
     ``callback`` receives every :class:`Progress`; if ``cancel`` is set, the generator is closed
     at the next step and :class:`Cancelled` is raised.
     """
+    watched = watch_steps(steps, callback, cancel, what)
     try:
         while True:
-            p = next(steps)
-            if callback is not None:
-                callback(p)
-            if cancel is not None and cancel.is_set():
-                steps.close()
-                raise Cancelled(what)
+            next(watched)
     except StopIteration as stop:
         return stop.value

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, ModelError
-from ..progress import Progress, run_steps
+from ..progress import Progress, run_steps, watch_steps
 from . import io as _io
 from .config import RRVAEConfig
 from .data import View, as_patterns
@@ -128,8 +128,8 @@ class RRVAE:
         resumed epochs give the weights of 4 straight ones. An untrained model trains from scratch.
         """
         if callback is not None or cancel is not None:
-            return (yield from _wrap(self.iter_fit(patterns, com_magnitude, com_angle, resume=resume),
-                                     callback, cancel))
+            return (yield from watch_steps(self.iter_fit(patterns, com_magnitude, com_angle, resume=resume),
+                                           callback, cancel, "rrVAE training"))
         cfg = self.config
         arr = as_patterns(patterns)
         sy, sx, h, w = arr.shape
@@ -501,23 +501,6 @@ def _cpu_copy(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_cpu_copy(v) for v in obj)
     return obj
-
-
-def _wrap(steps, callback, cancel):
-    """Drive ``steps`` with callback/cancel but keep yielding (for iter_fit(callback=...))."""
-    from ..errors import Cancelled
-
-    try:
-        while True:
-            p = next(steps)
-            if callback is not None:
-                callback(p)
-            if cancel is not None and cancel.is_set():
-                steps.close()
-                raise Cancelled("rrVAE training")
-            yield p
-    except StopIteration as stop:
-        return stop.value
 
 
 def _check_map(m, shape, name):
