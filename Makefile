@@ -9,7 +9,7 @@ APT_PKGS := xvfb xauth libgl1 libegl1 libopengl0 libglx-mesa0 libgl1-mesa-dri li
 	libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-randr0 libxcb-render-util0 libxcb-shape0 \
 	libxcb-xfixes0 libxcb-xinerama0 libxcb-xkb1 libxcb-cursor0 libfontconfig1 libdbus-1-3
 
-.PHONY: install install-test demo test bench sysdeps clean docs
+.PHONY: install install-test demo test bench accept sysdeps clean docs
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -40,6 +40,11 @@ test: install-test sysdeps
 
 bench: install-test sysdeps
 	@if [ -n "$$DISPLAY" ]; then $(PY) benchmarks/run_all.py $(BENCH_ARGS); else xvfb-run -a $(PY) benchmarks/run_all.py $(BENCH_ARGS); fi
+
+# The rrVAE acceptance check of issue 4: abTEM graphene with a vacancy and a Si dopant (simulated once into
+# benchmarks/.data with abTEM installed into benchmarks/.envs/abtem), clean and noisy, through the CLI's fast mode.
+accept: install-test
+	$(PY) benchmarks/acceptance_rrvae.py $(ACCEPT_ARGS)
 
 docs: install-test sysdeps
 	xvfb-run -a $(PY) docs/make_screenshots.py

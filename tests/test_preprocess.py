@@ -226,3 +226,59 @@ def test_square_crops_long_axis_about_the_beam():
     assert frame[3, 3] == 1.0 and frame.sum() == 1.0
     kept = Preprocessing(target_size=None, subtract_mean=False, normalize=None, square=False).fit_transform(ds)
     assert kept.detector_shape == (8, 16)
+
+
+# -- scan smoothing (scan_sigma) ------------------------------------------------------------------------
+def _smooth_counts(n=32, det=16, dose=40.0, period=12.0, seed=0):
+    """Poisson counts of patterns whose bright spot drifts smoothly over the scan, and their expectation."""
+    yy, xx = np.mgrid[:n, :n].astype(np.float64)
+    ky, kx = np.mgrid[:det, :det].astype(np.float64)
+    cy = det / 2 + 2 * np.sin(2 * np.pi * yy / period)
+    cx = det / 2 + 2 * np.cos(2 * np.pi * xx / period)
+    lam = np.exp(-((ky - cy[..., None, None]) ** 2 + (kx - cx[..., None, None]) ** 2) / 8.0)
+    lam *= dose / lam.sum((2, 3), keepdims=True)
+    return np.random.default_rng(seed).poisson(lam).astype(np.uint16), lam
+
+
+def test_scan_sigma_auto_leaves_noiseless_or_non_count_data_alone(small):
+    a = Preprocessing().fit_transform(small)  # float, noiseless
+    b = Preprocessing(scan_sigma=0).fit_transform(small)
+    np.testing.assert_array_equal(a.data, b.data)
+    pp = Preprocessing(target_size=None)
+    pp.fit_transform(_smooth_counts()[1])  # the (float) expectation: not counts
+    assert pp.scan_sigma_ == 0.0 and pp.noise_ratio_ is None
+
+
+def test_scan_sigma_auto_measures_poisson_noise_and_smooths_counts():
+    counts, lam = _smooth_counts()
+    pp = Preprocessing(target_size=None, normalize=None, subtract_mean=False)
+    out = pp.fit_transform(counts)
+    # the noise-to-signal ratio against the truth: noise = mean expected count, signal = variance of the expectation
+    true = lam.mean() / lam.reshape(-1, lam.shape[2] * lam.shape[3]).var(0).mean()
+    assert pp.noise_ratio_ == pytest.approx(true, rel=0.15)
+    assert pp.noise_ratio_ > 1
+    want = min(np.sqrt(pp.noise_ratio_ / np.pi), pre.AUTO_SCAN_SIGMA_MAX)
+    assert 0.5 < pp.scan_sigma_ <= want + 1e-9
+    assert out.metadata["preprocessing_fitted"]["scan_sigma"] == pp.scan_sigma_
+    # the smoothing itself: a Gaussian over the two scan axes (scipy as the reference)
+    from scipy import ndimage
+
+    ref = ndimage.gaussian_filter(counts.astype(np.float64), (pp.scan_sigma_, pp.scan_sigma_, 0, 0), mode="nearest")
+    np.testing.assert_allclose(out.data, ref, rtol=1e-4, atol=1e-4)
+    # and it brings the patterns closer to the noiseless expectation
+    assert np.abs(out.data - lam).mean() < 0.6 * np.abs(counts - lam).mean()
+    # transform() reuses the fitted sigma
+    np.testing.assert_array_equal(pp.transform(counts).data, out.data)
+
+
+def test_scan_sigma_auto_spares_coarse_scans_and_takes_explicit_values():
+    counts, _ = _smooth_counts(period=1.7)  # the signal changes from one position to the next
+    pp = Preprocessing(target_size=None)
+    pp.fit_transform(counts)
+    assert pp.scan_sigma_ < 0.5
+    pp = Preprocessing(target_size=None, scan_sigma=2.0)
+    pp.fit_transform(counts)
+    assert pp.scan_sigma_ == 2.0 and pp.get_params()["scan_sigma"] == 2.0
+    for bad in (-1, "big", float("nan"), True):
+        with pytest.raises(DataError, match="scan_sigma"):
+            Preprocessing(scan_sigma=bad).fit_transform(counts)

@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_4dstem.errors import Cancelled, DataError, ModelError  # noqa: E402
-from napari_4dstem.rrvae import (RRVAE, RRVAEConfig, circular_r, neighbourhood_outlier, pearson_r,  # noqa: E402
-                                 zscore_at)
+from napari_4dstem.rrvae import (RRVAE, LatentMaps, RRVAEConfig, circular_r, defect_map,  # noqa: E402
+                                 neighbourhood_outlier, pearson_r, zscore_at)
 from napari_4dstem.rrvae import train as rtrain  # noqa: E402
 from napari_4dstem.rrvae.model import Decoder, coord_grid, kl_terms, recon_term  # noqa: E402
 
@@ -481,15 +481,39 @@ def test_pca_view_keeps_the_signal_subspace_and_survives_save_load(tmp_path):
         RRVAEConfig(pca_components=-1)
 
 
-def test_outlier_map_of_a_trained_model_scores_its_latent_and_sd_maps():
-    """The model's outlier map is the neighbourhood score of its content latents and log sds (the lattice
-    behaviour of that score is tested above on an analytic map)."""
+def test_outlier_map_of_a_trained_model_scores_its_encoded_maps():
+    """The model's outlier map is the squared neighbourhood score of its content latents, their log sds, the
+    rotation (cos, sin) and its log sd, spread by a Gaussian and divided by its median (computed here by hand)."""
+    from scipy import ndimage
+
     x = tiny_data(shape=(16, 16, 12, 12))
     m = RRVAE(tiny_cfg(epochs=1))
     m.fit(x)
     maps = m.encode(x)
-    ref = neighbourhood_outlier(np.concatenate([maps.latents, np.log(maps.latent_sd)]), radius=2, step=1, smooth=1.0)
-    np.testing.assert_allclose(m.outlier_map(x, radius=2, smooth=1.0), ref, rtol=1e-5)
+    ch = np.concatenate([maps.latents, np.log(maps.latent_sd), np.cos(maps.angle)[None], np.sin(maps.angle)[None],
+                         np.log(maps.angle_sd)[None]])
+    e = ndimage.gaussian_filter(neighbourhood_outlier(ch, radius=2, step=1, smooth=1.0).astype(np.float64) ** 2,
+                                1.5, mode="nearest")
+    np.testing.assert_allclose(m.outlier_map(x, radius=2, smooth=1.0, spread=1.5), e / np.median(e), rtol=1e-4)
     assert m.outlier_map(maps=maps).shape == (16, 16)
     with pytest.raises(DataError):
         m.outlier_map()
+
+
+def test_defect_map_fills_the_ring_around_a_vacancy():
+    """A vacancy changes the maps on a ring around it (at its neighbours), not at its centre: small windows
+    then score the ring; the spread of the defect map puts the peak back on the site."""
+    n, site, per = 64, (30, 33), (8.0, 8.0)
+    yy, xx = np.mgrid[:n, :n].astype(np.float64)
+    ring = np.exp(-(np.hypot(yy - site[0], xx - site[1]) - 5.0) ** 2 / (2 * 1.2**2))
+    lat = np.stack([lattice_map(n, period=per) + 1.2 * ring, lattice_map(n, period=(16.0, 8.0))])
+    flat = np.zeros((n, n), np.float32)
+    maps = LatentMaps(angle=flat, angle_unwrapped=flat, angle_sd=flat + 0.1, latents=lat.astype(np.float32),
+                      latent_sd=np.full((2, n, n), 0.5, np.float32))
+    raw = neighbourhood_outlier(np.concatenate([lat, np.log(maps.latent_sd)]), radius=2, smooth=0.0)
+    d = defect_map(maps, radius=2, smooth=0.0, spread=4.0)
+    peak = lambda m: np.hypot(*(np.subtract(np.unravel_index(np.argmax(m), m.shape), site)))  # noqa: E731
+    assert peak(raw) > 3  # the raw score peaks on the ring
+    assert peak(d) <= 2.5
+    z = (d - d.mean()) / d.std()
+    assert z[site] > 4.5 and np.median(d) == pytest.approx(1.0)

@@ -26,6 +26,9 @@ from .errors import DataError
 from .progress import Progress, Steps, run_steps
 
 NORMALIZE = (None, "minmax", "total", "zscore", "std")
+
+#: Largest scan smoothing that ``scan_sigma="auto"`` chooses (scan pixels): keeps atomic-scale detail.
+AUTO_SCAN_SIGMA_MAX = 1.5
 PCA_METHODS = ("auto", "full", "randomized", "incremental")
 
 
@@ -186,18 +189,27 @@ class Preprocessing:
     square
         Crop a non-square (binned) detector to a square centred on the beam, as the rrVAE needs
         (a 128 x 256 Merlin ROI becomes 128 x 128 before binning to 64 x 64). ``False`` keeps the shape.
+    scan_sigma
+        Gaussian smoothing of the patterns over the scan (sigma in scan pixels), after binning and before
+        PCA: averages the Poisson noise of neighbouring patterns. ``0`` = off (the paper), a number, or
+        ``"auto"`` (default): for counting-detector data (integer counts) whose Poisson noise outweighs the
+        signal (noise-to-signal variance ratio ``rho > 1``), ``sigma = min(sqrt(rho / pi), 1.5, 0.8 l)``,
+        where ``l`` is the signal's correlation length over the scan (from the covariance of neighbouring
+        patterns, which noise does not reach): coarse scans are barely smoothed. Otherwise 0 (noiseless or
+        non-count data are left as they are). The value used is ``scan_sigma_``.
 
     Attributes (after fit)
     ----------------------
     center_, bin_factor_, hot_pixels_, raw_mean_pattern_, mean_pattern_, pca_, explained_variance_ratio_,
-    data_min_, data_max_, scale_, detector_shape_, calibration_
+    data_min_, data_max_, scale_, detector_shape_, calibration_, scan_sigma_ (the smoothing used),
+    noise_ratio_ (Poisson noise / signal variance of the binned patterns; None if not estimated)
     """
 
     def __init__(self, bin_factor: int | None = None, target_size: int | None = 64, center=None,
                  crop_scan=None, mask=None, remove_hot_pixels: bool = False, subtract_mean: bool = True,
                  normalize: str | None = "minmax", pca_components: int | None = None, pca_drop=(),
                  pca_method: str = "auto", hot_pixel_threshold: float = 8.0, block_bytes: int | None = None,
-                 random_state: int = 0, square: bool = True):
+                 random_state: int = 0, square: bool = True, scan_sigma: float | str = "auto"):
         self.bin_factor = bin_factor
         self.target_size = target_size
         self.center = center
@@ -213,13 +225,14 @@ class Preprocessing:
         self.block_bytes = block_bytes
         self.random_state = random_state
         self.square = square
+        self.scan_sigma = scan_sigma
 
     # -- scikit-learn protocol ------------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Constructor arguments as JSON-able values (arrays and tuples become lists)."""
         names = ("bin_factor", "target_size", "center", "crop_scan", "mask", "remove_hot_pixels",
                  "subtract_mean", "normalize", "pca_components", "pca_drop", "pca_method",
-                 "hot_pixel_threshold", "block_bytes", "random_state", "square")
+                 "hot_pixel_threshold", "block_bytes", "random_state", "square", "scan_sigma")
         return {n: _jsonable(getattr(self, n)) for n in names}
 
     def set_params(self, **params) -> Preprocessing:
@@ -258,6 +271,11 @@ class Preprocessing:
             raise DataError(f"normalize must be one of {NORMALIZE}, got {self.normalize!r}")
         if self.pca_method not in PCA_METHODS:
             raise DataError(f"pca_method must be one of {PCA_METHODS}, got {self.pca_method!r}")
+        sig = self.scan_sigma
+        if not (sig == "auto" or (isinstance(sig, (int, float)) and not isinstance(sig, bool)
+                                  and math.isfinite(sig) and sig >= 0)):
+            raise DataError(f"scan_sigma must be 'auto' or a number >= 0 (scan pixels), got {sig!r}",
+                            hint="0 turns the smoothing off")
         if ds.dtype.kind not in "biuf":
             raise DataError(f"cannot preprocess data of type {ds.dtype}", path=ds.provenance.source_path)
 
@@ -440,13 +458,23 @@ class Preprocessing:
                             path=ds.provenance.source_path,
                             hint="bin more (bin_factor / target_size) or crop the scan (crop_scan)")
         X = np.empty((n, bh * bw), dtype=np.float32)
+        counts = ds.dtype.kind in "biu"  # integer counts (Poisson) -> the auto smoothing can judge the noise
+        check_counts = fit and self.scan_sigma == "auto" and ds.dtype.kind == "f"
         for rows, b in self._blocks(ds, win):
             if ds.dtype.kind == "f" and not np.isfinite(b).all():
                 raise DataError("the data hold NaN or infinite values", path=ds.provenance.source_path,
                                 hint="replace them (np.nan_to_num) before preprocessing")
+            if check_counts:
+                counts = bool(b.min() >= 0 and np.array_equal(b, np.rint(b)))
+                check_counts = counts  # one non-integer block settles it
             X[rows.start * n_cols:rows.stop * n_cols] = self._stage1(b).reshape(-1, bh * bw)
             done += 1
             yield Progress(done, total, "binning and centring")
+
+        if fit:
+            self.scan_sigma_, self.noise_ratio_ = self._scan_sigma(X, counts, (n_rows, n_cols))
+        if getattr(self, "scan_sigma_", 0.0) > 0 and n_rows * n_cols > 1:
+            _smooth_scan(X.reshape(n_rows, n_cols, -1), self.scan_sigma_)
 
         if self.pca_components is not None:
             if fit:
@@ -507,7 +535,56 @@ class Preprocessing:
                            detector_center=self.calibration_.detector_center,
                            detector_pixel=self.calibration_.detector_pixel)
         out.metadata["preprocessing"] = params
+        out.metadata["preprocessing_fitted"] = self.fitted_values()
         return out
+
+
+    def fitted_values(self) -> dict[str, Any]:
+        """Values chosen from the data at fit time that ``get_params`` does not show ("auto" choices)."""
+        rho = getattr(self, "noise_ratio_", None)
+        return {"scan_sigma": float(getattr(self, "scan_sigma_", 0.0)),
+                "noise_ratio": None if rho is None or not math.isfinite(rho) else float(rho),
+                "bin_factor": int(getattr(self, "bin_factor_", 1)),
+                "center": [float(c) for c in getattr(self, "center_", ())] or None}
+
+    def _scan_sigma(self, X: np.ndarray, counts: bool, scan: tuple[int, int]) -> tuple[float, float | None]:
+        """The scan smoothing to use, and the Poisson noise-to-signal ratio (see ``scan_sigma``)."""
+        if self.scan_sigma != "auto":
+            return float(self.scan_sigma), None
+        if not counts or self.normalize == "total" or min(scan) < 2:
+            return 0.0, None
+        var = noise = cov = 0.0
+        w = None if self.mask_ is None else np.abs(self.mask_.reshape(-1).astype(np.float64))
+        for p0 in range(0, X.shape[1], 256):  # a band of detector pixels at a time (bounded memory)
+            band = X[:, p0:p0 + 256].astype(np.float64)
+            mean = band.mean(axis=0)
+            d = (band - mean).reshape(*scan, -1)
+            var += float((d * d).sum(axis=(0, 1)).sum()) / X.shape[0]
+            # Poisson: a binned pixel's noise variance is its expected count (x the mask weight)
+            noise += float(((1.0 if w is None else w[p0:p0 + 256]) * np.maximum(mean, 0)).sum())
+            # neighbours share signal but not noise: their covariance is the signal's alone
+            cov += 0.5 * (float((d[1:] * d[:-1]).sum(axis=(0, 1)).sum()) / max(d[1:].shape[0] * scan[1], 1)
+                          + float((d[:, 1:] * d[:, :-1]).sum(axis=(0, 1)).sum()) / max(scan[0] * d.shape[1] - scan[0], 1))
+        signal = var - noise
+        if not signal > 0:
+            return 0.0, float("inf")
+        rho = noise / signal
+        r1 = cov / signal  # signal correlation of neighbouring scan positions
+        if rho <= 1.0 or not r1 > 0:
+            return 0.0, rho
+        # correlation length (Gaussian model r1 = exp(-1 / 2 l^2)); smoothing well inside it keeps the signal
+        length = math.sqrt(-0.5 / math.log(min(r1, 0.999)))
+        # a Gaussian of sigma divides white-noise variance by 4 pi sigma^2: aim at noise = signal / 4
+        return float(min(math.sqrt(rho / math.pi), AUTO_SCAN_SIGMA_MAX, 0.8 * length)), rho
+
+
+def _smooth_scan(X: np.ndarray, sigma: float) -> None:
+    """Gaussian smoothing over the two scan axes of ``(sy, sx, p)``, in place, a band of pixels at a time."""
+    from scipy import ndimage
+
+    for p0 in range(0, X.shape[2], 256):
+        sl = X[:, :, p0:p0 + 256]
+        sl[...] = ndimage.gaussian_filter(sl, (sigma, sigma, 0), mode="nearest")
 
 
 def _jsonable(v):

@@ -142,6 +142,8 @@ class Results:
             _add_com(r, com)
         if preprocessing is not None:
             r.parameters["preprocess"] = _jsonable(preprocessing.get_params())
+            if hasattr(preprocessing, "fitted_values") and hasattr(preprocessing, "center_"):
+                r.info["preprocess_fitted"] = _jsonable(preprocessing.fitted_values())
         if rrvae_model is not None:
             _add_model(r, rrvae_model)
         if maps is not None:

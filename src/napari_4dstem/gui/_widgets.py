@@ -409,6 +409,14 @@ class PreprocessWidget(DockBase):
         self.pca_drop = QLineEdit()
         self.pca_drop.setPlaceholderText("e.g. 0, 1")
         form.addRow("PCA components dropped", self.pca_drop)
+        self.scan_sigma = QDoubleSpinBox()
+        self.scan_sigma.setRange(-0.5, 20.0)
+        self.scan_sigma.setSingleStep(0.5)
+        self.scan_sigma.setValue(-0.5)
+        self.scan_sigma.setSpecialValueText("auto")
+        self.scan_sigma.setToolTip("Gaussian smoothing over the scan (sigma, scan pixels) against Poisson noise. "
+                                   "auto: only for noisy counted data; 0: off")
+        form.addRow("scan smoothing (px)", self.scan_sigma)
         lay.addLayout(form)
         self.run_btn = QPushButton("Preprocess")
         lay.addWidget(self.run_btn)
@@ -435,6 +443,7 @@ class PreprocessWidget(DockBase):
             "normalize": None if self.normalize.currentText() == "none" else self.normalize.currentText(),
             "pca_components": self.pca.value() or None,
             "pca_drop": drop,
+            "scan_sigma": "auto" if self.scan_sigma.value() < 0 else float(self.scan_sigma.value()),
         }
 
     def run(self):
@@ -453,7 +462,9 @@ class PreprocessWidget(DockBase):
 
         def done(out):
             self.session.set_preprocessed(pp, out)
-            self.status.setText(f"preprocessed: {out.shape}, {out.dtype}")
+            sig = getattr(pp, "scan_sigma_", 0.0)
+            self.status.setText(f"preprocessed: {out.shape}, {out.dtype}"
+                                + (f"; scan smoothing sigma {sig:.2f} px" if sig else ""))
             self.plot_scree(pp)
 
         return self.start(lambda: pp.iter_fit_transform(ds), on_return=done, progress_bar=self.bar,

@@ -149,3 +149,24 @@ def neighbourhood_outlier(channels: np.ndarray, radius: int = 3, step: int = 1, 
     # (a constant fill would shrink the map's MAD and inflate robust z-scores)
     out = np.pad(score.reshape(ih, iw), ((b, h - b - ih), (b, w - b - iw)), mode="edge")
     return out.reshape(h, w).astype(np.float32)
+
+
+def defect_map(maps: LatentMaps, radius: int = 3, step: int = 1, smooth: float = 1.0, spread: float = 3.0,
+               seed: int = 0) -> np.ndarray:
+    """The outlier map of :meth:`RRVAE.outlier_map` from encoded maps (see there).
+
+    Channels: content latents, their log sds, cos and sin of the rotation, its log sd. Each position's
+    squared distance to the best-matching neighbourhood elsewhere (:func:`neighbourhood_outlier`) is
+    smoothed by a Gaussian of ``spread`` pixels and divided by its median over the scan.
+    """
+    from scipy import ndimage
+
+    ch = [np.asarray(maps.latents, np.float64), np.log(np.maximum(np.asarray(maps.latent_sd, np.float64), 1e-12))]
+    a = np.asarray(maps.angle, np.float64)
+    ch += [np.cos(a)[None], np.sin(a)[None], np.log(np.maximum(np.asarray(maps.angle_sd, np.float64), 1e-12))[None]]
+    d = neighbourhood_outlier(np.concatenate(ch), radius=radius, step=step, smooth=smooth, seed=seed)
+    e = d.astype(np.float64) ** 2  # energy: adds up over the windows a defect touches
+    if spread and spread > 0:
+        e = ndimage.gaussian_filter(e, spread, mode="nearest")
+    med = float(np.median(e))
+    return (e / med if med > 0 else e).astype(np.float32)

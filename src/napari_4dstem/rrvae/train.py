@@ -15,7 +15,7 @@ from ..progress import Progress, run_steps, watch_steps
 from . import io as _io
 from .config import RRVAEConfig
 from .data import View, as_patterns
-from .maps import LatentMaps, circular_r, neighbourhood_outlier, pearson_r, wrap_angle
+from .maps import LatentMaps, circular_r, defect_map, pearson_r, wrap_angle
 from .model import RVAENet, coord_grid, kl_terms, recon_term
 
 #: Keep every epoch's weights while they take less than this; beyond, keep the best and the last.
@@ -448,22 +448,23 @@ class RRVAE:
         return torch.cat(err).reshape(sy, sx).numpy()
 
     def outlier_map(self, patterns=None, maps: LatentMaps | None = None, radius: int = 3, step: int = 1,
-                    smooth: float = 2.0) -> np.ndarray:
-        """A map in which defects stand out: how unlike the rest of the scan each neighbourhood of latents is.
+                    smooth: float = 1.0, spread: float = 3.0) -> np.ndarray:
+        """A map in which defects stand out: how unlike the rest of the scan each neighbourhood of the maps is.
 
-        The content latent maps and their log posterior sds (from ``maps``, or ``encode(patterns)``) are
-        compared window by window (``(2 radius + 1)^2`` scan pixels, every ``step``-th) with every
-        non-overlapping window of the scan, after a Gaussian smoothing of ``smooth`` pixels; the score is the
-        distance to the best match (:func:`~napari_4dstem.rrvae.maps.neighbourhood_outlier`). A lattice repeats
-        its neighbourhoods and scores low; a vacancy or dopant has no match elsewhere. Returns a
-        ``(scan_y, scan_x)`` float32 map. See docs/rrvae.md ("Defect maps") for how to read it.
+        The encoded maps (content latents and their log posterior sds, the rotation as cos and sin, and its
+        log sd; from ``maps``, or ``encode(patterns)``) are compared window by window (``(2 radius + 1)^2``
+        scan pixels, every ``step``-th, after a Gaussian smoothing of ``smooth`` pixels) with every
+        non-overlapping window of the scan (:func:`~napari_4dstem.rrvae.maps.neighbourhood_outlier`). A
+        lattice repeats its neighbourhoods, a vacancy or dopant has no match elsewhere. The squared distance
+        to the best match is spread by a Gaussian of ``spread`` pixels, so that the ring of mismatched
+        windows around a defect adds up at its centre. Returns a ``(scan_y, scan_x)`` float32 map in units of
+        the median (1 = as unusual as a typical position). See docs/rrvae.md ("Defect maps").
         """
         if maps is None:
             if patterns is None:
                 raise DataError("outlier_map needs the patterns or their encoded maps")
             maps = self.encode(patterns)
-        ch = np.concatenate([maps.latents, np.log(np.maximum(maps.latent_sd, 1e-12))])
-        return neighbourhood_outlier(ch, radius=radius, step=step, smooth=smooth, seed=self.config.seed)
+        return defect_map(maps, radius=radius, step=step, smooth=smooth, spread=spread, seed=self.config.seed)
 
     @torch.no_grad()
     def decode(self, latents, angle=0.0) -> np.ndarray:
