@@ -243,6 +243,11 @@ def test_command_line_usage_errors(capsys):
     with pytest.raises(SystemExit) as e:
         main(["analyze", "x.npy", "--fast", "--faithful", "--out", "y.h5"])
     assert e.value.code == 2
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit) as e:
+            main(["analyze", "x.npy", "--out", "y.h5", "--defect-models", bad])
+        assert e.value.code == 2
+        assert "--defect-models" in capsys.readouterr().err
 
 
 def test_demo_help_and_missing_gui(monkeypatch, capsys):

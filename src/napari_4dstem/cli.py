@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--faithful", dest="mode", action="store_const", const="faithful",
                       help="the paper's rrVAE settings (default)")
     a.add_argument("--seed", type=int, metavar="S", help="random seed (rrVAE, randomized PCA)")
+    a.add_argument("--defect-models", metavar="N", type=_defect_models_arg,
+                   help="rrVAE models averaged in the outlier (defect) map; default auto: 3 for noisy scans in the "
+                        "fast mode, else 1 (docs/rrvae.md)")
     a.add_argument("--no-rrvae", action="store_true", help="skip the rrVAE (maps and COM only)")
     a.add_argument("--overwrite", action="store_true", help="replace an existing results file")
     a.add_argument("--quiet", "-q", action="store_true", help="no progress output")
@@ -175,7 +178,21 @@ def analyze_params(args) -> dict:
         cfg.setdefault("preprocess", {})["random_state"] = args.seed
     if args.no_rrvae:
         cfg["run_rrvae"] = False
+    if getattr(args, "defect_models", None) is not None:
+        cfg["defect_models"] = args.defect_models
     return cfg
+
+
+def _defect_models_arg(text: str):
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 'auto' or a whole number >= 1")
+    return n
 
 
 # -- commands ------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .dataset import Dataset4D
 from .errors import DataError
 from .progress import Progress, Steps, run_steps
@@ -32,7 +34,13 @@ DEFAULTS: dict[str, Any] = {
     "rrvae": {},  # RRVAEConfig(): faithful mode (the paper's settings)
     "navigator": "sum",
     "run_rrvae": True,
+    "defect_models": "auto",  # rrVAE models averaged in the outlier map (see defect_models())
 }
+
+#: ``defect_models="auto"`` trains this many models in all for noisy scans in the fast mode ...
+AUTO_DEFECT_MODELS = 3
+#: ... when the scan has at most this many positions (each model is one more training).
+AUTO_DEFECT_MODELS_MAX_PATTERNS = 128 * 128
 
 
 def default_params() -> dict[str, Any]:
@@ -131,7 +139,7 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
     check_params(p)
     stages = ["load", "maps", "com", "preprocess"]  # maps: navigator and virtual images
     if p.get("run_rrvae", True):
-        stages += ["rrvae", "encode"]
+        stages += ["rrvae", "encode", "defects"]
     if out is not None:
         stages.append("save")
     n = len(stages)
@@ -181,7 +189,13 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
         model = RRVAE(RRVAEConfig(**p["rrvae"]))
         yield from stage("rrvae", model.iter_fit(pre, com_magnitude=com.magnitude, com_angle=com.angle))
         latent = yield from stage("encode", _just(lambda: rrvae_maps(model, pre)))
+        n_models = defect_models(p.get("defect_models", "auto"), model.config, pp, pre.shape[:2])
+        if n_models > 1:
+            extra = yield from stage("defects", _iter_defect_maps(model, pre, com, n_models - 1))
+            latent["outlier"] = np.mean([latent["outlier"], *extra], axis=0).astype(np.float32)
     info: dict[str, Any] = {"timings_s": timings}
+    if model is not None:
+        info["defect_models"] = n_models
     if warnings:
         info["warnings"] = warnings
     if pp.crop_scan is not None:
@@ -190,7 +204,8 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
         ds, com=com, virtual={k: v.image for k, v in virtual.items()}, navigator=nav, rrvae_model=model,
         maps=latent, preprocessing=pp, info=info,
         parameters={"virtual": {k: v.parameters for k, v in virtual.items()}, "navigator": {"kind": p["navigator"]},
-                    "pipeline": {"run_rrvae": bool(p.get("run_rrvae", True))}})
+                    "pipeline": {"run_rrvae": bool(p.get("run_rrvae", True)),
+                                 "defect_models": p.get("defect_models", "auto")}})
     if out is not None:
         yield from stage("save", _just(lambda: save_results(out, results, overwrite=overwrite)))
     return results
@@ -215,6 +230,41 @@ def analyze(source, params: dict | None = None, out=None, overwrite: bool = Fals
         As in :func:`napari_4dstem.run_steps`.
     """
     return run_steps(iter_analyze(source, params, out, overwrite), callback, cancel, "analysis")
+
+
+def defect_models(setting, config, preprocessing, scan_shape) -> int:
+    """How many rrVAE models the outlier map averages (``params["defect_models"]``).
+
+    A number is taken as given. ``"auto"``: :data:`AUTO_DEFECT_MODELS` for a noisy scan (the preprocessing
+    chose a scan smoothing, i.e. Poisson noise outweighs the signal) in the fast mode with at most
+    :data:`AUTO_DEFECT_MODELS_MAX_PATTERNS` positions, else 1. Why: under noise each model's outlier map
+    has a few chance peaks of its own (they follow the model's random initialisation, not the data), while a
+    defect peaks in every model; the mean of models trained from different seeds keeps the defect and
+    flattens the rest (docs/rrvae.md, "Defect maps").
+    """
+    if setting == "auto":
+        noisy = getattr(preprocessing, "scan_sigma_", 0.0) > 0 and preprocessing.scan_sigma == "auto"
+        small = int(scan_shape[0]) * int(scan_shape[1]) <= AUTO_DEFECT_MODELS_MAX_PATTERNS
+        return AUTO_DEFECT_MODELS if (noisy and small and config.mode == "fast") else 1
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        raise DataError(f"defect_models must be 'auto' or a whole number >= 1, got {setting!r}")
+    return setting
+
+
+def _iter_defect_maps(model, patterns, com, n: int) -> Steps:
+    """Train ``n`` more models (seeds ``seed + 1 ...``) and return their outlier maps at their best epochs."""
+    from .rrvae import RRVAE
+
+    maps = []
+    for k in range(1, n + 1):
+        m = RRVAE(dataclasses.replace(model.config, seed=model.config.seed + k))
+        for pr in m.iter_fit(patterns, com_magnitude=com.magnitude, com_angle=com.angle):
+            yield Progress((k - 1) * pr.total + pr.done, n * pr.total, f"model {k + 1}/{n + 1}: {pr.message}",
+                           {"model": k + 1})
+        if m.best_epoch is not None and m.best_epoch in m.checkpoints:
+            m.restore(m.best_epoch)
+        maps.append(m.outlier_map(maps=m.encode(patterns)))
+    return maps
 
 
 def rrvae_maps(model, patterns) -> dict:
