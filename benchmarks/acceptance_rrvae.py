@@ -11,7 +11,8 @@ same data, and of the noiseless data), and for every rrVAE map the z-score of th
 - ``z<=2px``: the largest plain |z| within 2 pixels of it;
 - ``rz<=4px``: the largest robust |z| ((m - median) / 1.4826 MAD) within 4 pixels;
 
-and ``top``: whether the map's largest plain |z| anywhere lies within 4 pixels of the defect (it "singles it out").
+and ``top``: whether the map's largest plain |z| anywhere lies within 4 pixels of the defect (it "singles it out"),
+with that distance (``peak px``) and the largest plain |z| more than 8 pixels away (``z>8px``).
 Targets (issue 4): best |r| >= 0.9 on clean data; some map with z >= 5 (clean) and >= 3 (noisy); < 10 min each.
 
 The data are simulated with abTEM by ``sim_abtem_defects.py`` when missing (abTEM is installed into
@@ -63,7 +64,8 @@ def zscores(m: np.ndarray, site, r_plain: float = 2.0, r_robust: float = 4.0) ->
     iy, ix = int(round(site[0])), int(round(site[1]))
     top = np.unravel_index(int(np.argmax(z)), m.shape)
     return {"z@site": float(z[iy, ix]), "z<=2px": float(z[d <= r_plain].max()),
-            "rz<=4px": float(rz[d <= r_robust].max()), "top": bool(d[top] <= 4.0)}
+            "rz<=4px": float(rz[d <= r_robust].max()), "top": bool(d[top] <= 4.0), "peak_px": float(d[top]),
+            "z>8px": float(z[d > 8].max())}
 
 
 def rrvae_maps(h5) -> dict:
@@ -86,6 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keys", nargs="+", default=["clean", "noisy"])
     ap.add_argument("--seed", type=int, default=None, help="passed to analyze --seed (default: its default)")
     ap.add_argument("--json", type=Path, help="write all numbers here")
+    ap.add_argument("--keep", type=Path, help="keep the results files in this folder")
     a = ap.parse_args(argv)
     import h5py
 
@@ -95,7 +98,8 @@ def main(argv=None) -> int:
     here = Path(sys.executable).parent / "napari-4dstem"  # the venv's entry point, even if not on PATH
     exe = str(here) if here.exists() else (shutil.which("napari-4dstem") or "napari-4dstem")
     rows, ok = [], True
-    tmp = Path(tempfile.mkdtemp(prefix="n4d-accept-"))
+    tmp = a.keep if a.keep else Path(tempfile.mkdtemp(prefix="n4d-accept-"))
+    tmp.mkdir(parents=True, exist_ok=True)
     for kind in a.kinds:
         npz = a.data / f"graphene_{kind}.npz"
         meta = json.loads(npz.with_suffix(".json").read_text())
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
             mag_clean = center_of_mass(z["clean"], rotation=0, flip=False).magnitude
         for key in a.keys:
             out = tmp / f"{kind}_{key}.h5"
-            cmd = [exe, "analyze", str(npz), "--key", key, "--fast", "-o", str(out), "--quiet"]
+            cmd = [exe, "analyze", str(npz), "--key", key, "--fast", "-o", str(out), "--quiet", "--overwrite"]
             if a.seed is not None:
                 cmd += ["--seed", str(a.seed)]
             t0 = time.perf_counter()
@@ -132,10 +136,12 @@ def main(argv=None) -> int:
                                for k, v in zs.items()}, "pass": bool(passed)})
             print(f"\n{kind} {key}: {secs:.0f} s, best latent |r| vs |COM| {r_same:.3f} (vs noiseless "
                   f"{r_clean:.3f}); need z >= {need:g}: {'PASS' if passed else 'FAIL'}", flush=True)
-            print(f"  {'map':22s} {'z@site':>7s} {'z<=2px':>7s} {'rz<=4px':>8s}  top")
+            print(f"  {'map':22s} {'z@site':>7s} {'z<=2px':>7s} {'rz<=4px':>8s} {'peak px':>8s} {'z>8px':>6s}  top")
             for k, v in zs.items():
-                print(f"  {k:22s} {v['z@site']:7.2f} {v['z<=2px']:7.2f} {v['rz<=4px']:8.2f}  {'yes' if v['top'] else '-'}")
-    shutil.rmtree(tmp, ignore_errors=True)
+                print(f"  {k:22s} {v['z@site']:7.2f} {v['z<=2px']:7.2f} {v['rz<=4px']:8.2f} {v['peak_px']:8.1f} "
+                      f"{v['z>8px']:6.2f}  {'yes' if v['top'] else '-'}")
+    if not a.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
     print(f"\nacceptance: {'PASS' if ok else 'FAIL'}")
