@@ -5,6 +5,8 @@ event (synthetic Qt clicks on the canvas are brittle); waits use qtbot.waitUntil
 """
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +251,34 @@ def test_whole_workflow_on_the_sample(make_napari_viewer, qtbot, tmp_path, monke
     viewer2 = make_napari_viewer()
     viewer2.open(str(out), plugin=PLUGIN)
     np.testing.assert_allclose(viewer2.layers["rrVAE reconstruction error"].data, viewer.layers["rrVAE reconstruction error"].data)
+
+
+def test_average_defect_maps_of_several_models(make_napari_viewer, qtbot):
+    """The rrVAE dock's "Average defect maps": the outlier layer becomes the mean of the current model's map and
+    those of models trained like it from the next seeds (computed here by hand with the core)."""
+    from napari_4dstem.rrvae import RRVAE
+
+    viewer = make_napari_viewer()
+    docks = _docks(viewer, qtbot)
+    s = docks["Data"].session
+    s.set_dataset(_small_sample())
+    docks["Preprocess"].run()
+    qtbot.waitUntil(lambda: s.preprocessed is not None, timeout=60_000)
+    rr = docks["rrVAE"]
+    rr.form.set(hidden=16)
+    rr.train(epochs=2, mode="fast")
+    qtbot.waitUntil(lambda: s.encoded is not None, timeout=120_000)
+    one = np.array(viewer.layers["rrVAE outlier"].data)
+    w = rr.average_defects(n_models=2)
+    assert rr.average_btn.text() == "Stop averaging" and not rr.train_btn.isEnabled()
+    qtbot.waitUntil(lambda: rr.average_worker is None, timeout=120_000)
+    assert rr.train_btn.isEnabled() and w is not None
+    other = RRVAE(dataclasses.replace(s.model.config, seed=s.model.config.seed + 1))
+    other.fit(s.preprocessed)
+    other.restore(other.best_epoch)
+    want = np.mean([one, other.outlier_map(maps=other.encode(s.preprocessed))], axis=0)
+    np.testing.assert_allclose(viewer.layers["rrVAE outlier"].data, want, rtol=1e-4, atol=1e-5)
+    assert "mean of 2 models" in rr.status.text()
 
 
 def test_stop_keeps_the_last_good_model(make_napari_viewer, qtbot):

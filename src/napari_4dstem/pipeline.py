@@ -191,7 +191,7 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
         latent = yield from stage("encode", _just(lambda: rrvae_maps(model, pre)))
         n_models = defect_models(p.get("defect_models", "auto"), model.config, pp, pre.shape[:2])
         if n_models > 1:
-            extra = yield from stage("defects", _iter_defect_maps(model, pre, com, n_models - 1))
+            extra = yield from stage("defects", iter_defect_maps(model, pre, n_models - 1, com.magnitude, com.angle))
             latent["outlier"] = np.mean([latent["outlier"], *extra], axis=0).astype(np.float32)
     info: dict[str, Any] = {"timings_s": timings}
     if model is not None:
@@ -251,14 +251,15 @@ def defect_models(setting, config, preprocessing, scan_shape) -> int:
     return setting
 
 
-def _iter_defect_maps(model, patterns, com, n: int) -> Steps:
-    """Train ``n`` more models (seeds ``seed + 1 ...``) and return their outlier maps at their best epochs."""
+def iter_defect_maps(model, patterns, n: int, com_magnitude=None, com_angle=None) -> Steps:
+    """Train ``n`` more models like ``model`` (its config, seeds ``seed + 1 ...``) on ``patterns`` and return
+    their outlier maps, each at its best epoch (a list; used by :func:`analyze` and the GUI's rrVAE dock)."""
     from .rrvae import RRVAE
 
     maps = []
     for k in range(1, n + 1):
         m = RRVAE(dataclasses.replace(model.config, seed=model.config.seed + k))
-        for pr in m.iter_fit(patterns, com_magnitude=com.magnitude, com_angle=com.angle):
+        for pr in m.iter_fit(patterns, com_magnitude=com_magnitude, com_angle=com_angle):
             yield Progress((k - 1) * pr.total + pr.done, n * pr.total, f"model {k + 1}/{n + 1}: {pr.message}",
                            {"model": k + 1})
         if m.best_epoch is not None and m.best_epoch in m.checkpoints:

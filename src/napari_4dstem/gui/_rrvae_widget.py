@@ -10,7 +10,8 @@ import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea, QSpinBox, QVBoxLayout,
+    QWidget,
 )
 
 from napari_4dstem.errors import FourDSTEMError
@@ -159,10 +160,23 @@ class RRVAEWidget(DockBase):
         self.restore_btn = QPushButton("Use")
         pick.addWidget(self.restore_btn)
         lay.addLayout(pick)
+        avg = QHBoxLayout()
+        self.average_btn = QPushButton("Average defect maps")
+        self.average_btn.setToolTip("train more models (seeds + 1, + 2, ...) and show the mean of their outlier "
+                                    "maps: chance peaks of one model fade, defects stay (noisy scans)")
+        avg.addWidget(self.average_btn, stretch=1)
+        avg.addWidget(QLabel("models"))
+        self.n_models = QSpinBox()
+        self.n_models.setRange(2, 8)
+        self.n_models.setValue(3)
+        avg.addWidget(self.n_models)
+        lay.addLayout(avg)
+        self.average_worker = None
         self.worker = None
         self.reports: list[dict] = []
         self.train_btn.clicked.connect(self.toggle)
         self.restore_btn.clicked.connect(lambda: self.use_checkpoint())
+        self.average_btn.clicked.connect(self.toggle_average)
         _warm_up()
 
     # -- training --------------------------------------------------------------------------------
@@ -262,6 +276,47 @@ class RRVAEWidget(DockBase):
             s.show_map(f"rrVAE sd{k + 1}", sd[k], colormap="gray", visible=False)
         self.status.setText(f"rrVAE maps shown ({lat.shape[0]} latents)")
         s.model_changed.emit(s.model)
+
+    # -- defect map from several models -------------------------------------------------------
+    def toggle_average(self):
+        if self.average_worker is not None:
+            self.average_worker.quit()
+        else:
+            self.average_defects()
+
+    def average_defects(self, n_models: int | None = None):
+        """Train ``n_models - 1`` more models like the current one and show the mean of all their outlier maps."""
+        from napari_4dstem.pipeline import iter_defect_maps
+
+        s = self.session
+        model, patterns = s.model, s.preprocessed
+        if model is None or patterns is None or self.worker is not None:
+            show_error("rrVAE: train a model first (and let it finish)")
+            return None
+        n = int(n_models or self.n_models.value())
+        com_mag = None if s.com is None else np.asarray(s.com.magnitude)
+        com_ang = None if s.com is None else np.asarray(s.com.angle)
+
+        def steps():
+            first = model.outlier_map(maps=model.encode(patterns))
+            extra = yield from iter_defect_maps(model, patterns, n - 1, com_mag, com_ang)
+            return np.mean([first, *extra], axis=0).astype(np.float32)
+
+        def shown(mean):
+            s.show_map(OUTLIER_NAME, mean, colormap="magma")
+            self.status.setText(f"rrVAE outlier: mean of {n} models (seeds {model.config.seed}-"
+                                f"{model.config.seed + n - 1})")
+
+        def finished():
+            self.average_worker = None
+            self.average_btn.setText("Average defect maps")
+            self.train_btn.setEnabled(True)
+
+        self.average_btn.setText("Stop averaging")
+        self.train_btn.setEnabled(False)
+        self.status.setText(f"training {n - 1} more model(s) for the defect map…")
+        self.average_worker = self.start(steps, on_return=shown, on_finish=finished, progress_bar=self.bar)
+        return self.average_worker
 
     # -- history and checkpoints ----------------------------------------------------------------
     def plot_history(self):
