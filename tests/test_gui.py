@@ -253,11 +253,8 @@ def test_whole_workflow_on_the_sample(make_napari_viewer, qtbot, tmp_path, monke
     np.testing.assert_allclose(viewer2.layers["rrVAE reconstruction error"].data, viewer.layers["rrVAE reconstruction error"].data)
 
 
-def test_average_defect_maps_of_several_models(make_napari_viewer, qtbot):
-    """The rrVAE dock's "Average defect maps": the outlier layer becomes the mean of the current model's map and
-    those of models trained like it from the next seeds (computed here by hand with the core)."""
-    from napari_4dstem.rrvae import RRVAE
-
+def _ready_to_train(make_napari_viewer, qtbot):
+    """A viewer with the docks, the small sample preprocessed, and a small rrVAE configured."""
     viewer = make_napari_viewer()
     docks = _docks(viewer, qtbot)
     s = docks["Data"].session
@@ -266,6 +263,15 @@ def test_average_defect_maps_of_several_models(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: s.preprocessed is not None, timeout=60_000)
     rr = docks["rrVAE"]
     rr.form.set(hidden=16)
+    return viewer, s, rr
+
+
+def test_average_defect_maps_of_several_models(make_napari_viewer, qtbot):
+    """The rrVAE dock's "Average defect maps": the outlier layer becomes the mean of the current model's map and
+    those of models trained like it from the next seeds (computed here by hand with the core)."""
+    from napari_4dstem.rrvae import RRVAE
+
+    viewer, s, rr = _ready_to_train(make_napari_viewer, qtbot)
     rr.train(epochs=2, mode="fast")
     qtbot.waitUntil(lambda: s.encoded is not None, timeout=120_000)
     one = np.array(viewer.layers["rrVAE outlier"].data)
@@ -282,14 +288,7 @@ def test_average_defect_maps_of_several_models(make_napari_viewer, qtbot):
 
 
 def test_stop_keeps_the_last_good_model(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    docks = _docks(viewer, qtbot)
-    s = docks["Data"].session
-    s.set_dataset(_small_sample())
-    docks["Preprocess"].run()
-    qtbot.waitUntil(lambda: s.preprocessed is not None, timeout=60_000)
-    rr = docks["rrVAE"]
-    rr.form.set(hidden=16)
+    viewer, s, rr = _ready_to_train(make_napari_viewer, qtbot)
     rr.train(epochs=500, mode="fast")
     qtbot.waitUntil(lambda: len(rr.reports) >= 1, timeout=60_000)
     rr.toggle()  # the Stop button
@@ -398,14 +397,7 @@ def test_data_dock_opens_in_a_worker_and_exports_virtual_maps(make_napari_viewer
 
 
 def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    docks = _docks(viewer, qtbot)
-    s = docks["Data"].session
-    s.set_dataset(_small_sample())
-    docks["Preprocess"].run()
-    qtbot.waitUntil(lambda: s.preprocessed is not None, timeout=60_000)
-    rr = docks["rrVAE"]
-    rr.form.set(hidden=16)
+    viewer, s, rr = _ready_to_train(make_napari_viewer, qtbot)
     worker = rr.train(epochs=500, mode="fast")
     model = rr.training_model
     finished = []
