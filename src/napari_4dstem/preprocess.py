@@ -26,10 +26,9 @@ from .errors import DataError
 from .progress import Progress, Steps, run_steps
 
 NORMALIZE = (None, "minmax", "total", "zscore", "std")
-
+PCA_METHODS = ("auto", "full", "randomized", "incremental")
 #: Largest scan smoothing that ``scan_sigma="auto"`` chooses (scan pixels): keeps atomic-scale detail.
 AUTO_SCAN_SIGMA_MAX = 1.5
-PCA_METHODS = ("auto", "full", "randomized", "incremental")
 
 
 # -- standalone binning ---------------------------------------------------------------------------
@@ -458,8 +457,9 @@ class Preprocessing:
                             path=ds.provenance.source_path,
                             hint="bin more (bin_factor / target_size) or crop the scan (crop_scan)")
         X = np.empty((n, bh * bw), dtype=np.float32)
-        counts = ds.dtype.kind in "biu"  # integer counts (Poisson) -> the auto smoothing can judge the noise
-        check_counts = fit and self.scan_sigma == "auto" and ds.dtype.kind == "f"
+        # integer counts (Poisson) let the auto smoothing judge the noise; floats and signed ints are checked
+        counts = ds.dtype.kind in "bu"
+        check_counts = fit and self.scan_sigma == "auto" and ds.dtype.kind in "fi"
         for rows, b in self._blocks(ds, win):
             if ds.dtype.kind == "f" and not np.isfinite(b).all():
                 raise DataError("the data hold NaN or infinite values", path=ds.provenance.source_path,
@@ -538,7 +538,6 @@ class Preprocessing:
         out.metadata["preprocessing_fitted"] = self.fitted_values()
         return out
 
-
     def fitted_values(self) -> dict[str, Any]:
         """Values chosen from the data at fit time that ``get_params`` does not show ("auto" choices)."""
         rho = getattr(self, "noise_ratio_", None)
@@ -555,16 +554,18 @@ class Preprocessing:
             return 0.0, None
         var = noise = cov = 0.0
         w = None if self.mask_ is None else np.abs(self.mask_.reshape(-1).astype(np.float64))
-        for p0 in range(0, X.shape[1], 256):  # a band of detector pixels at a time (bounded memory)
-            band = X[:, p0:p0 + 256].astype(np.float64)
-            mean = band.mean(axis=0)
-            d = (band - mean).reshape(*scan, -1)
-            var += float((d * d).sum(axis=(0, 1)).sum()) / X.shape[0]
+        (sy, sx), n = scan, X.shape[0]
+        for cols in _pixel_bands(X):  # a band of detector pixels at a time (bounded memory)
+            d = X[:, cols].astype(np.float64)
+            mean = d.mean(axis=0)
+            d -= mean
+            d = d.reshape(sy, sx, -1)
+            var += float((d * d).sum()) / n
             # Poisson: a binned pixel's noise variance is its expected count (x the mask weight)
-            noise += float(((1.0 if w is None else w[p0:p0 + 256]) * np.maximum(mean, 0)).sum())
+            noise += float(((1.0 if w is None else w[cols]) * np.maximum(mean, 0)).sum())
             # neighbours share signal but not noise: their covariance is the signal's alone
-            cov += 0.5 * (float((d[1:] * d[:-1]).sum(axis=(0, 1)).sum()) / max(d[1:].shape[0] * scan[1], 1)
-                          + float((d[:, 1:] * d[:, :-1]).sum(axis=(0, 1)).sum()) / max(scan[0] * d.shape[1] - scan[0], 1))
+            cov += 0.5 * (float((d[1:] * d[:-1]).sum()) / ((sy - 1) * sx)
+                          + float((d[:, 1:] * d[:, :-1]).sum()) / (sy * (sx - 1)))
         signal = var - noise
         if not signal > 0:
             return 0.0, float("inf")
@@ -578,13 +579,19 @@ class Preprocessing:
         return float(min(math.sqrt(rho / math.pi), AUTO_SCAN_SIGMA_MAX, 0.8 * length)), rho
 
 
+def _pixel_bands(X: np.ndarray, band_bytes: int = 64 * 2**20):
+    """Slices of the last axis of ``X`` such that a float64 copy of one band stays within ``band_bytes``."""
+    n = int(np.prod(X.shape[:-1]))
+    step = max(1, band_bytes // (8 * max(n, 1)))
+    return [slice(p0, p0 + step) for p0 in range(0, X.shape[-1], step)]
+
+
 def _smooth_scan(X: np.ndarray, sigma: float) -> None:
     """Gaussian smoothing over the two scan axes of ``(sy, sx, p)``, in place, a band of pixels at a time."""
     from scipy import ndimage
 
-    for p0 in range(0, X.shape[2], 256):
-        sl = X[:, :, p0:p0 + 256]
-        sl[...] = ndimage.gaussian_filter(sl, (sigma, sigma, 0), mode="nearest")
+    for cols in _pixel_bands(X):
+        X[:, :, cols] = ndimage.gaussian_filter(X[:, :, cols], (sigma, sigma, 0), mode="nearest")
 
 
 def _jsonable(v):
