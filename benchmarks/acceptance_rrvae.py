@@ -53,17 +53,16 @@ def ensure_data(data: Path, kinds) -> None:
 
 
 def zscores(m: np.ndarray, site, r_plain: float = 2.0, r_robust: float = 4.0) -> dict:
+    from napari_4dstem.rrvae import zscore_at  # the robust z of docs/rrvae.md
+
     m = np.asarray(m, np.float64)
     z = np.abs(m - m.mean()) / (m.std() or 1.0)
-    med = np.median(m)
-    mad = 1.4826 * np.median(np.abs(m - med)) or (m.std() or 1.0)
-    rz = np.abs(m - med) / mad
     yy, xx = np.indices(m.shape)
     d = np.hypot(yy - site[0], xx - site[1])
     iy, ix = int(round(site[0])), int(round(site[1]))
     top = np.unravel_index(int(np.argmax(z)), m.shape)
     return {"z@site": float(z[iy, ix]), "z<=2px": float(z[d <= r_plain].max()),
-            "rz<=4px": float(rz[d <= r_robust].max()), "top": bool(d[top] <= 4.0), "peak_px": float(d[top]),
+            "rz<=4px": zscore_at(m, site, r_robust), "top": bool(d[top] <= 4.0), "peak_px": float(d[top]),
             "z>8px": float(z[d > 8].max())}
 
 
