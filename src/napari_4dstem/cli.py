@@ -97,15 +97,25 @@ def _pair(text: str) -> tuple[int, int]:
     return y, x
 
 
-def _key(text: str):
-    return int(text) if text.lstrip("-").isdigit() else text
+def _key(text: str) -> str:
+    # a name stays a string, also "0": npz/HDF5/zarr members may be named with digits (rosettasciio files
+    # take a string of digits as a signal index when no signal has that title)
+    if not text:
+        raise argparse.ArgumentTypeError("the key is empty")
+    return text
 
 
 def _reader_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reader options")
-    g.add_argument("--key", type=_key, help="array name (.npz), dataset path (HDF5/zarr) or signal index")
+    g.add_argument("--key", type=_key, metavar="NAME",
+                   help="array name (.npz), dataset path (HDF5/zarr) or signal index/title")
     g.add_argument("--nav-shape", type=_pair, metavar="Y,X", help="scan shape for a flat stack of frames")
     g.add_argument("--cube", type=int, metavar="I", help="which 4-D cube of a 5-D file")
+    g.add_argument("--nan-policy", choices=("raise", "ignore"), help="NaN/Inf in the sampled frames (default raise)")
+    g.add_argument("--fill-missing", action="store_true",
+                   help="read chunks or virtual sources the file lacks as the fill value (default: refuse)")
+    g.add_argument("--allow-outside", action="store_true",
+                   help="read HDF5 external / virtual sources outside the file's folder (default: refuse)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_options(args) -> dict:
-    return {k: v for k, v in (("key", args.key), ("nav_shape", args.nav_shape), ("cube", args.cube)) if v is not None}
+    opts = {k: v for k, v in (("key", args.key), ("nav_shape", args.nav_shape), ("cube", args.cube),
+                              ("nan_policy", getattr(args, "nan_policy", None))) if v is not None}
+    for flag in ("fill_missing", "allow_outside"):
+        if getattr(args, flag, False):
+            opts[flag] = True
+    return opts
 
 
 def analyze_params(args) -> dict:
@@ -197,19 +212,36 @@ def _defect_models_arg(text: str):
 
 # -- commands ------------------------------------------------------------------------------------
 def cmd_analyze(args) -> int:
-    from .pipeline import analyze, check_params, merge_params
-    from .results import WriteError, preflight_output
+    from .params import check_fits, check_params, estimate, merge_params
+    from .pipeline import analyze
+    from .results import check_output, preflight_output
 
     params = analyze_params(args)
-    check_params(merge_params(params))
+    merged = merge_params(params)
+    check_params(merged)  # every parameter, before anything is opened
     out = Path(args.out)
     src = Path(args.input)
-    if src.exists() and out.exists() and out.resolve() == src.resolve():
-        raise WriteError("the results file would replace the input data", path=out, hint="choose another --out")
-    preflight_output(out, overwrite=args.overwrite)  # fail now, not after an hour of training
+    from .io.checks import check_path
+
+    check_path(src.expanduser())
+    check_output(out, overwrite=args.overwrite, what="results file", sources=[str(src)])
     from .io import load
 
     ds = load(args.input, **params.get("load", {}))  # lazy; unreadable input fails before any progress output
+    try:
+        check_fits(ds, merged)  # the preprocessed stack fits, the scan is large enough: before the first pass
+        files = ds.provenance.files or [str(src)]
+        preflight_output(out, overwrite=args.overwrite, sources=files,
+                         nbytes=estimate(ds, merged)["results_bytes"])  # fail now, not after an hour of training
+    except BaseException:
+        ds.close()
+        raise
+    if not args.quiet:
+        e = estimate(ds, merged)
+        h, w = e["preprocessed_detector"]
+        print(f"{PROG}: {ds.nbytes / 2**30:.3g} GiB of data, about {e['passes']} passes "
+              f"(~{e['read_seconds']:.0f} s of reading at {300} MiB/s); preprocessed stack {e['positions']} x {h} x {w} "
+              f"= {e['preprocessed_bytes'] / 2**20:.1f} MiB", file=sys.stderr)
     printer = None if args.quiet else TextProgress()
     try:
         results = analyze(ds, params, out=out, overwrite=args.overwrite, callback=printer)
@@ -245,11 +277,19 @@ def describe(ds) -> dict:
 
 
 def _is_results_file(path) -> bool:
+    import os
+    import stat
+
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False  # FIFOs, folders, devices: the data reader refuses them without opening
         import h5py
 
+        if not h5py.is_hdf5(path):
+            return False
         with h5py.File(path, "r") as f:
-            return "schema_version" in f.attrs and "format" in f.attrs
+            # either attribute makes it a results file: load_results then says what is wrong with it
+            return "schema_version" in f.attrs or "format" in f.attrs
     except Exception:  # noqa: BLE001 - not HDF5, missing, ...: the data reader gives the message
         return False
 
@@ -321,6 +361,11 @@ def cmd_export(args) -> int:
     bad = [f for f in formats if f".{f}" not in FORMATS]
     if bad or not formats:
         raise DataError(f"unknown export format(s) {bad or args.format!r}", hint="use tif, png and/or hspy")
+    from .io.checks import check_path
+
+    check_path(Path(args.results), "results file", folder_ok=False)
+    if Path(args.to).exists() and not Path(args.to).is_dir():
+        raise DataError("--to is a file, not a folder", path=args.to, hint="give a folder for the exported maps")
     r = load_results(args.results)
     keys = [k.strip() for k in args.maps.split(",")] if args.maps else None
     out = export_results(r, args.to, formats=formats, keys=keys, overwrite=args.overwrite)
@@ -345,8 +390,10 @@ def _error(msg: str) -> None:
     print(f"{PROG}: error: {msg}", file=sys.stderr)
 
 
-# the core's hints name Python keywords; on the command line they are flags
-_FLAGS = {"key=": "--key ", "nav_shape=": "--nav-shape ", "cube=": "--cube "}
+# the core's hints name Python keywords; on the command line they are flags (always shown with a value)
+_FLAGS = {"key": ("--key", "NAME"), "cube": ("--cube", "I"), "nav_shape": ("--nav-shape", "SCAN_Y,SCAN_X"),
+          "nan_policy": ("--nan-policy", "ignore"), "fill_missing": ("--fill-missing", None),
+          "allow_outside": ("--allow-outside", None), "overwrite": ("--overwrite", None)}
 
 
 def _cli_words(msg: str) -> str:
@@ -354,9 +401,17 @@ def _cli_words(msg: str) -> str:
 
     msg = re.sub(r"nav_shape=\((\d+), (\d+)\)", r"--nav-shape \1,\2", msg)
     msg = re.sub(r"nav_shape=\(scan_y, scan_x\)", "--nav-shape SCAN_Y,SCAN_X", msg)
-    for kw, flag in _FLAGS.items():
-        msg = msg.replace(kw, flag)
-    return msg
+    msg = msg.replace("overwrite=True (--overwrite)", "--overwrite")
+
+    def flag(m):
+        name, value = m.group(1), m.group(2)
+        opt, placeholder = _FLAGS[name]
+        if placeholder is None:  # a switch: "fill_missing=True" -> "--fill-missing"
+            return opt
+        return f"{opt} {value or placeholder}"
+
+    return re.sub(r"\b(key|cube|nav_shape|nan_policy|fill_missing|allow_outside|overwrite)=('[^']*'|[\w\-.]*)",
+                  flag, msg)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,13 +423,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     debug = getattr(args, "debug", False)
     old_term = _on_sigterm()
+    writes = "; no results file was written" if args.command == "analyze" else ""
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:
+        _quiet_stdout()  # `... | head`: the reader left; stop quietly
+        return 0
     except Terminated:
-        _error("terminated; no results file was written")
+        _error("terminated" + writes)
         return 143
     except KeyboardInterrupt:
-        _error("interrupted; no results file was written")
+        _error("interrupted" + writes)
         return 130
     except FourDSTEMError as e:
         if debug:
@@ -386,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _error("out of memory -> bin the detector ([preprocess] target_size) or crop the scan (crop_scan)")
         return 1
+    except OSError as e:
+        if debug:
+            traceback.print_exc()
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        _error(f"{where}{e.strerror or e} -> check the path, its permissions and the free space")
+        return 1
     except Exception as e:  # noqa: BLE001 - the CLI promises one readable line, not a traceback
         if debug:
             traceback.print_exc()
@@ -393,6 +458,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         _restore_sigterm(old_term)
+        from .results import release_outputs
+
+        release_outputs()  # a reserved temporary file the analysis did not use
+
+
+def _quiet_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not fail again
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _raise_terminated(signum, frame):

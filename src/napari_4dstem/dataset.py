@@ -5,6 +5,7 @@ is (numpy memmap, h5py dataset, zarr or dask array); only the blocks an operatio
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, FourDSTEMError
 
 #: Default size of one block read from the source (bytes of the source dtype).
 DEFAULT_BLOCK_BYTES = 64 * 2**20
@@ -67,6 +68,9 @@ class Provenance:
     original_shape: tuple[int, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # -- harden: every file the reader read, and the one that holds the frames (hashed in results) --
+    files: list[str] = field(default_factory=list)
+    data_file: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -149,11 +153,13 @@ class Dataset4D:
         if not (0 <= iy < sy and 0 <= ix < sx):
             raise DataError(f"scan position ({iy}, {ix}) is outside the scan {self.scan_shape}",
                             path=self.provenance.source_path)
-        return _to_numpy(self.data[iy, ix])
+        with _read_errors(self, iy, iy + 1):
+            return _to_numpy(self.data[iy, ix])
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Scan rows ``start:stop`` as a numpy array (source dtype)."""
-        return _to_numpy(self.data[start:stop])
+        with _read_errors(self, start, stop):
+            return _to_numpy(self.data[start:stop])
 
     def rows_per_block(self, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
         row_bytes = self.shape[1] * self.shape[2] * self.shape[3] * self.dtype.itemsize
@@ -217,6 +223,23 @@ def available_memory() -> int:
     except OSError:
         pass
     return 8 * 2**30
+
+
+# -- harden: a damaged block becomes an error naming the file and the scan rows ----------------------
+@contextlib.contextmanager
+def _read_errors(ds: Dataset4D, start: int, stop: int):
+    try:
+        yield
+    except (FourDSTEMError, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - h5py/zarr/numcodecs/dask errors on a damaged block
+        from .errors import ReaderError
+
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        rows = f"scan row {start}" if stop - start <= 1 else f"scan rows {start}-{stop - 1}"
+        raise ReaderError(f"could not read {rows} ({type(e).__name__}: {msg[:200]})",
+                          path=ds.provenance.data_file or ds.provenance.source_path,
+                          hint="this part of the file is damaged or missing: copy the file again") from e
 
 
 def _to_numpy(a) -> np.ndarray:

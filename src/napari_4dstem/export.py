@@ -7,6 +7,7 @@ pyxem and rosettasciio). Files are written atomically and never replace an exist
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -57,8 +58,19 @@ def export_map(path, image, *, scale=(1.0, 1.0), scan_unit: str = "px", units: s
     writer = {"tiff": _write_tiff, "png": _write_png, "hspy": _write_hspy}[fmt]
     if fmt == "hspy":  # HDF5 copes badly with a full disk: refuse early when it clearly will not fit
         _check_space(path, image.nbytes + 2**16)
+    if image.dtype.kind not in "biuf":
+        raise DataError(f"map {name!r} holds {image.dtype} values, not numbers", path=path)
+    if not all(np.isfinite(v) and v > 0 for v in scale):
+        raise DataError(f"the scan step {list(scale)} is not positive", path=path,
+                        hint="fix the calibration (scan_step) and save again")
+    from .errors import WriteError
+
     with atomic_write(path, overwrite=overwrite, what="export file") as tmp:
-        writer(tmp, image, scale=scale, scan_unit=scan_unit, units=units, name=name, cyclic=cyclic)
+        try:
+            writer(tmp, image, scale=scale, scan_unit=scan_unit, units=units, name=name, cyclic=cyclic)
+        except (ValueError, TypeError, RuntimeError, KeyError) as e:
+            raise WriteError(f"the {fmt} writer failed on map {name!r}: {type(e).__name__}: {str(e)[:200]}",
+                             path=path, hint="export this map in another format") from None
     return path
 
 
@@ -68,16 +80,49 @@ def export_results(results: Results, folder, formats=("tif", "png"), keys=None, 
 
     File names are the map keys with ``/`` replaced by ``_`` (``com_magnitude.tif``).
     """
+    import os
+    import shutil
+
+    from .results import WriteError, _write_error, check_output
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for key in keys or sorted(results.maps):
+    keys = list(keys or sorted(results.maps))
+    for key in keys:  # everything that can be checked, before anything is written
         if key not in results.maps:
             raise DataError(f"no map {key!r} in the results", hint=f"choose from {sorted(results.maps)}")
-        for fmt in formats:
-            p = folder / f"{prefix}{key.replace('/', '_')}.{fmt.lstrip('.')}"
-            out.append(export_map(p, results.maps[key], scale=results.scan_scale, scan_unit=results.scan_unit,
+    for fmt in formats:
+        if f".{fmt.lstrip('.').lower()}" not in FORMATS:
+            raise DataError(f"unknown export format {fmt!r}", hint=f"use one of {', '.join(sorted(FORMATS))}")
+    step = results.scan_scale
+    if not all(np.isfinite(v) and v > 0 for v in step):
+        raise DataError(f"the scan step {list(step)} is not positive", hint="fix the calibration and save again")
+    if folder.exists() and not folder.is_dir():
+        raise WriteError("is a file, not a folder", path=folder, hint="give a folder for the exported maps")
+    made = [f for f in [folder, *folder.parents] if not f.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _write_error(e, folder) from None
+    targets = [(key, folder / f"{prefix}{key.replace('/', '_')}.{fmt.lstrip('.')}") for key in keys for fmt in formats]
+    out: list[Path] = []
+    try:
+        for _key, p in targets:
+            check_output(p, overwrite, "export file")
+        total = sum(np.asarray(results.maps[k]).nbytes * 2 + 2**16 for k, _ in targets)
+        _check_space(folder / "x", total)
+        for key, p in targets:
+            out.append(export_map(p, results.maps[key], scale=step, scan_unit=results.scan_unit,
                                   units=results.units.get(key, ""), name=key, overwrite=overwrite))
+    except BaseException:
+        # a failed export leaves nothing: neither the files it wrote nor the folders it made
+        for p in out:
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+        for f in made:
+            with contextlib.suppress(OSError):
+                if f.is_dir() and not any(f.iterdir()):
+                    shutil.rmtree(f)
+        raise
     return out
 
 

@@ -7,9 +7,7 @@ step's parameters default to the defaults of the function it calls.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -22,108 +20,17 @@ from .progress import Progress, Steps, run_steps
 
 _NAV = "__navigator__"
 
-#: Sections of a params.toml and of :func:`analyze`'s ``params``.
-SECTIONS = ("load", "preprocess", "com", "virtual", "rrvae")
+# Parameter defaults, config files and checks live in params.py (harden branch); re-exported here.
+from .params import DEFAULTS, check_params, check_run, default_params, load_config, merge_params  # noqa: E402,F401
+from .params import sections as _sections  # noqa: E402
 
-#: Defaults beyond those of the functions called (empty section = the function's defaults).
-DEFAULTS: dict[str, Any] = {
-    "load": {},
-    "preprocess": {},  # Preprocessing(): bin to ~64 px, mean subtraction, min-max to [0, 1] (the paper)
-    "com": {},  # center_of_mass(): rotation and flip "auto", detector pixels
-    "virtual": {"bf": {"kind": "bf"}, "adf": {"kind": "adf"}},
-    "rrvae": {},  # RRVAEConfig(): faithful mode (the paper's settings)
-    "navigator": "sum",
-    "run_rrvae": True,
-    "defect_models": "auto",  # rrVAE models averaged in the outlier map (see defect_models())
-}
+#: Sections of a params.toml and of :func:`analyze`'s ``params``.
+SECTIONS = _sections()
 
 #: ``defect_models="auto"`` trains this many models in all for noisy scans in the fast mode ...
 AUTO_DEFECT_MODELS = 3
 #: ... when the scan has at most this many positions (each model is one more training).
 AUTO_DEFECT_MODELS_MAX_PATTERNS = 128 * 128
-
-
-def default_params() -> dict[str, Any]:
-    """A fresh copy of :data:`DEFAULTS`."""
-    return copy.deepcopy(DEFAULTS)
-
-
-def load_config(path) -> dict[str, Any]:
-    """Read a params.toml (sections ``[load]``, ``[preprocess]``, ``[com]``, ``[virtual]``, ``[rrvae]``).
-
-    Unknown sections or keys raise :class:`DataError` naming the file and the allowed names, so a typo
-    never silently falls back to a default.
-    """
-    import tomllib
-
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            cfg = tomllib.load(f)
-    except FileNotFoundError:
-        raise DataError("config file not found", path=path, hint="check the --config path") from None
-    except OSError as e:
-        raise DataError(f"cannot read the config file ({e.strerror})", path=path) from None
-    except tomllib.TOMLDecodeError as e:
-        raise DataError(f"not valid TOML: {e}", path=path, hint="see docs/cli.md for an example") from None
-    except UnicodeDecodeError:
-        raise DataError("not a text (UTF-8) file", path=path, hint="give a params.toml, see docs/cli.md") from None
-    bad = sorted(set(cfg) - set(SECTIONS))
-    if bad:
-        raise DataError(f"unknown section(s) {bad}", path=path, hint=f"use {', '.join(f'[{s}]' for s in SECTIONS)}")
-    check_params(cfg, path=path)
-    return cfg
-
-
-def _allowed(section: str) -> set[str] | None:
-    if section == "preprocess":
-        from .preprocess import Preprocessing
-
-        return set(inspect.signature(Preprocessing).parameters)
-    if section == "com":
-        from .com import center_of_mass
-
-        return set(inspect.signature(center_of_mass).parameters) - {"data", "callback", "cancel"}
-    if section == "rrvae":
-        from .rrvae.config import RRVAEConfig
-
-        return {f.name for f in dataclasses.fields(RRVAEConfig)}
-    if section == "load":
-        from .io import OPTIONS
-
-        return set(OPTIONS)
-    return None  # virtual: detector names are free
-
-
-def check_params(params: dict, path=None) -> None:
-    """Raise :class:`DataError` for unknown keys in the step sections of ``params``."""
-    for section in SECTIONS:
-        given = params.get(section) or {}
-        if not isinstance(given, dict):
-            raise DataError(f"[{section}] must be a table of parameters, got {given!r}", path=path)
-        allowed = _allowed(section)
-        if allowed is None:
-            for name, spec in given.items():
-                if not isinstance(spec, dict):
-                    raise DataError(f"[virtual.{name}] must be a table like {{kind = \"adf\"}}, got {spec!r}",
-                                    path=path)
-            continue
-        bad = sorted(set(given) - allowed)
-        if bad:
-            raise DataError(f"unknown [{section}] parameter(s) {bad}", path=path,
-                            hint=f"allowed: {', '.join(sorted(allowed))}")
-
-
-def merge_params(*layers: dict | None) -> dict[str, Any]:
-    """Merge parameter dicts section by section (later wins); starts from :data:`DEFAULTS`."""
-    out = default_params()
-    for layer in layers:
-        for k, v in (layer or {}).items():
-            if k in SECTIONS and k != "virtual" and isinstance(v, dict):
-                out[k] = {**out.get(k, {}), **v}
-            else:
-                out[k] = copy.deepcopy(v)
-    return out
 
 
 def _tuples(d: dict) -> dict:
@@ -135,8 +42,7 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
     """Generator form of :func:`analyze`; yields :class:`Progress` whose ``info["stage"]`` names the step."""
     from .results import Results, save_results
 
-    p = merge_params(params)
-    check_params(p)
+    p = check_run(params, source, out, overwrite)  # every parameter, the source path and the output: before any read
     stages = ["load", "maps", "com", "preprocess"]  # maps: navigator and virtual images
     if p.get("run_rrvae", True):
         stages += ["rrvae", "encode", "defects"]

@@ -7,6 +7,7 @@ This module imports no napari, Qt or torch.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import hashlib
@@ -130,7 +131,8 @@ class Results:
         """
         cal = dataset.calibration.to_dict()
         prov = dataset.provenance.to_dict()
-        prov.update(source_provenance(prov.get("source_path")))
+        prov.update(source_provenance(prov.get("source_path"), data_file=prov.get("data_file"),
+                                      files=prov.get("files")))
         r = cls(shape=tuple(int(s) for s in dataset.shape), dtype=str(dataset.dtype), calibration=cal,
                 provenance=prov, versions=software_versions(), info=dict(info or {}))
         r.parameters["load"] = {"options": prov.get("options", {}), "reader": prov.get("reader")}
@@ -238,12 +240,22 @@ def model_checkpoints(model) -> dict[str, bytes]:
     return out
 
 
-def source_provenance(path) -> dict[str, Any]:
-    """``path``, ``size`` and ``header_sha256`` (SHA-256 of the first MiB) of a source file or folder."""
+def source_provenance(path, data_file=None, files=None) -> dict[str, Any]:
+    """``path``, ``size`` and ``header_sha256`` (SHA-256 of the first MiB) of a source file or folder.
+
+    ``data_file``: the file that holds the frames when it is not ``path`` (EMPAD .raw opened by its .xml, Merlin
+    .mib by its .hdr, HDF5 external or virtual sources): size and checksum are of it. ``files``: every file read,
+    listed with their sizes under ``files``.
+    """
     if not path:
         return {}
     p = Path(path)
     out: dict[str, Any] = {"path": str(p.resolve()) if p.exists() else str(p)}
+    if files:
+        out["files"] = [{"path": str(f), "size": _size(f)} for f in files]
+    if data_file and Path(data_file).resolve() != p.resolve():
+        out["data_file"] = str(data_file)
+        p = Path(data_file)
     try:
         if p.is_file():
             out["size"] = p.stat().st_size
@@ -271,6 +283,13 @@ def source_provenance(path) -> dict[str, Any]:
     except OSError:
         pass
     return out
+
+
+def _size(f) -> int | None:
+    try:
+        return os.stat(f).st_size
+    except OSError:
+        return None
 
 
 def software_versions() -> dict[str, str]:
@@ -308,30 +327,120 @@ def _jsonable(x):
 
 
 # -- atomic writing ------------------------------------------------------------------------------
+# Temporary files are ".n4d-<host>-<pid>-<target tag>-<random>.tmp": a fixed, short name (a legal 255-byte target
+# name still fits), the writer's host and pid (a killed writer's file is recognised and removed at the next write
+# to the folder), and a tag of the target name (a second writer of the same target is refused at once).
+TMP_PREFIX = ".n4d-"
+_HOST = hashlib.sha1(platform.node().encode()).hexdigest()[:4]
+_RESERVED: dict[str, Path] = {}  # resolved target -> this process's reserved temporary file
+
+
+def _tag(path: Path) -> str:
+    return hashlib.sha1(os.fsencode(os.path.abspath(path))).hexdigest()[:8]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _temp_files(folder: Path):
+    """(path, host, pid, tag) of every napari-4dstem temporary file in ``folder``."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for n in names:
+        if not (n.startswith(TMP_PREFIX) and n.endswith(".tmp")):
+            continue
+        parts = n[len(TMP_PREFIX):-4].split("-")
+        if len(parts) == 4 and parts[1].isdigit():
+            yield folder / n, parts[0], int(parts[1]), parts[2]
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Remove temporary files left in ``folder`` by a killed napari-4dstem writer on this machine (its process
+    is gone); called before every write. Returns what was removed."""
+    removed = []
+    for p, host, pid, _tag_ in _temp_files(Path(folder)):
+        if host == _HOST and pid != os.getpid() and not _alive(pid):
+            with contextlib.suppress(OSError):
+                if p.lstat().st_uid == os.getuid():
+                    p.unlink()
+                    removed.append(p)
+    return removed
+
+
+def check_output(path, overwrite: bool = False, what: str = "file", sources=(), nbytes: int = 0) -> Path:
+    """Every check of the final write, without writing: returns the file to write.
+
+    ``path`` ending in ``/`` (or naming an existing folder) is refused; the parent must be a writable folder;
+    an existing entry (even a dangling link) needs ``overwrite``; the target must not be one of ``sources``
+    (also through a hard or symbolic link); the name must fit the file system; ``nbytes`` must fit the free
+    space; no other live process may be writing the same target.
+    """
+    raw = os.fspath(path)
+    path = Path(path)
+    if raw.endswith(os.sep) or (path.is_dir() and not path.is_symlink()):
+        raise WriteError(f"is a folder, not a {what}", path=path,
+                         hint=f"give a file name, e.g. {os.path.join(raw, 'results.h5')}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        problem = (f"{parent} is a file, not a folder" if parent.exists() else
+                   f"the folder {parent} does not exist")
+        raise WriteError(problem, path=path, hint="create the folder or choose another one")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise WriteError(f"no permission to write in the folder {parent}", path=path,
+                         hint="choose a folder you can write to")
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(path.name)) > name_max:
+        raise WriteError(f"the file name is {len(os.fsencode(path.name))} bytes, longer than the file system allows "
+                         f"({name_max})", path=path, hint="choose a shorter name")
+    for src in sources or ():
+        if src and os.path.exists(src) and os.path.exists(path) and os.path.samefile(src, path):
+            raise WriteError(f"the {what} would replace the input (source) data {src}", path=path,
+                             hint="choose another output name")
+    if os.path.lexists(path):
+        if not overwrite:
+            kind = "a dangling symbolic link" if (path.is_symlink() and not path.exists()) else "already exists"
+            raise WriteError(f"{what} {kind}" if kind == "already exists" else f"is {kind}", path=path,
+                             hint="choose another name, or pass overwrite=True (--overwrite) to replace it")
+        if path.is_symlink():
+            raise WriteError("is a symbolic link; replacing it would not write where it points", path=path,
+                             hint="give the link's target, or remove the link")
+    tag = _tag(path)
+    for _p, host, pid, t in _temp_files(parent):
+        if t == tag and host == _HOST and pid != os.getpid() and _alive(pid):
+            raise WriteError(f"another napari-4dstem process (pid {pid}) is writing this {what}", path=path,
+                             hint="wait for it to finish, or choose another name")
+    if nbytes:
+        _check_space(path, nbytes)
+    return path
+
+
 @contextlib.contextmanager
-def atomic_write(path, overwrite: bool = False, what: str = "file"):
+def atomic_write(path, overwrite: bool = False, what: str = "file", sources=()):
     """Yield a temporary path in ``path``'s folder; on success it becomes ``path`` atomically.
 
     On any error (including Ctrl-C) the temporary file is removed and nothing appears at ``path``.
-    OS errors become :class:`WriteError` naming the file and what to do.
+    OS errors become :class:`WriteError` naming the file and what to do. Temporary files of killed writers in
+    the same folder are removed first.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise WriteError(f"{what} already exists", path=path,
-                         hint="choose another name, or pass overwrite=True (--overwrite) to replace it")
-    if path.is_dir():
-        raise WriteError("is a folder, not a file", path=path, hint="give a file name")
+    path = check_output(path, overwrite, what, sources)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        problem = f"{parent} is a file, not a folder" if parent.exists() else f"the folder {parent} does not exist"
-        raise WriteError(problem, path=path, hint="create the folder or choose another one")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-        os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-    except OSError as e:
-        raise _write_error(e, path) from None
-    tmp = Path(tmp)
+    remove_stale_temporaries(parent)
+    key = os.path.abspath(path)
+    tmp = _RESERVED.pop(key, None)
+    if tmp is None or not tmp.exists():
+        tmp = _new_temp(path)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -348,6 +457,41 @@ def atomic_write(path, overwrite: bool = False, what: str = "file"):
             tmp.unlink()
 
 
+def _new_temp(path: Path) -> Path:
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{_HOST}-{os.getpid()}-{_tag(path)}-", suffix=".tmp",
+                                   dir=parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+    except OSError as e:
+        raise _write_error(e, path) from None
+    return Path(tmp)
+
+
+def reserve_output(path, overwrite: bool = False, what: str = "results file", sources=(), nbytes: int = 0) -> Path:
+    """:func:`check_output`, then create this process's (empty) temporary file for ``path``, so that a second
+    writer of the same target is refused at its start. The final write uses it; :func:`release_outputs`
+    (called at exit) removes one left unused."""
+    path = check_output(path, overwrite, what, sources, nbytes)
+    remove_stale_temporaries(path.parent if str(path.parent) else Path("."))
+    key = os.path.abspath(path)
+    if key not in _RESERVED or not _RESERVED[key].exists():
+        _RESERVED[key] = _new_temp(path)
+    return path
+
+
+def release_outputs() -> None:
+    """Remove the temporary files reserved by this process and not used (an analysis that failed)."""
+    while _RESERVED:
+        _, tmp = _RESERVED.popitem()
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+atexit.register(release_outputs)
+
+
 def _umask() -> int:
     try:
         with open("/proc/self/status") as f:
@@ -359,20 +503,13 @@ def _umask() -> int:
     return 0o022
 
 
-def preflight_output(path, overwrite: bool = False, what: str = "results file") -> None:
+def preflight_output(path, overwrite: bool = False, what: str = "results file", sources=(), nbytes: int = 0) -> None:
     """Check early that ``path`` can be written (before a long computation); raises :class:`WriteError`.
 
-    Creates and removes a temporary file in the target folder; nothing is left behind.
+    The checks of the final write (:func:`check_output`), then a temporary file is reserved in the target folder
+    (a concurrent writer of the same target is refused at once); it is used by the final write, or removed.
     """
-    try:
-        with atomic_write(path, overwrite=overwrite, what=what):
-            raise _Preflight
-    except _Preflight:
-        pass
-
-
-class _Preflight(Exception):
-    pass
+    reserve_output(path, overwrite=overwrite, what=what, sources=sources, nbytes=nbytes)
 
 
 def _rename_no_clobber(tmp: Path, path: Path, what: str) -> None:
@@ -429,10 +566,10 @@ def save_results(path, results: Results, overwrite: bool = False) -> Path:
     import h5py
 
     path = Path(path)
-    src = results.provenance.get("path") or results.provenance.get("source_path")
-    if src and Path(src).exists() and path.exists() and os.path.samefile(src, path):
-        raise WriteError("refusing to write results over the source data file", path=path,
-                         hint="choose another output name")
+    prov = results.provenance
+    sources = [prov.get("path"), prov.get("source_path"), prov.get("data_file"),
+               *((f.get("path") if isinstance(f, dict) else f) for f in (prov.get("files") or []))]
+    check_output(path, overwrite, "results file", [s for s in sources if s])
     # Build the file in memory, then write the bytes with plain file I/O: HDF5 handles a full disk
     # badly (errors at close, even a crash), Python's write raises a clean OSError. Results hold
     # scan-sized maps and small models, so the buffer is small next to the data.
@@ -445,7 +582,7 @@ def save_results(path, results: Results, overwrite: bool = False) -> Path:
                          hint="report this as a bug with the parameters used") from None
     view = buf.getbuffer()
     _check_space(path, view.nbytes)
-    with atomic_write(path, overwrite=overwrite, what="results file") as tmp:
+    with atomic_write(path, overwrite=overwrite, what="results file", sources=[s for s in sources if s]) as tmp:
         _write_bytes(tmp, view)
     view.release()
     return path
@@ -518,9 +655,10 @@ def load_results(path) -> Results:
     """
     import h5py
 
+    from .io.checks import check_path
+
     path = Path(path)
-    if not path.is_file():
-        raise ReaderError("results file not found", path=path, hint="check the path")
+    check_path(path, "results file", folder_ok=False)
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -531,7 +669,10 @@ def load_results(path) -> Results:
             return _read(f, path)
     except FourDSTEMError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as e:
+    except RecursionError:
+        raise ReaderError("the results file is damaged (its metadata are nested too deeply to read)", path=path,
+                          hint="re-run the analysis to write it again") from None
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as e:
         raise ReaderError(f"the results file is damaged ({_short(e)})", path=path,
                           hint="re-run the analysis to write it again") from None
 
@@ -551,14 +692,31 @@ def _read(f, path: Path) -> Results:
 
     def j(k, default):
         s = f.attrs.get(k)
-        return json.loads(s) if s is not None else default
+        if s is None:
+            return default
+        if isinstance(s, bytes):
+            s = s.decode("utf-8")
+        if not isinstance(s, str) or len(s) > 64 * 2**20:
+            raise ReaderError(f"the results file is damaged (attribute {k!r} is not JSON text)", path=path,
+                              hint="re-run the analysis to write it again")
+        v = json.loads(s)
+        if type(v) is not type(default):
+            raise ReaderError(f"the results file is damaged (attribute {k!r} is a {type(v).__name__}, not a "
+                              f"{type(default).__name__})", path=path, hint="re-run the analysis to write it again")
+        return v
 
     r = Results(shape=tuple(int(s) for s in f.attrs.get("shape", ())), dtype=str(f.attrs.get("dtype", "")),
                 calibration=j("calibration", {}), provenance=j("provenance", {}), parameters=j("parameters", {}),
                 versions=j("versions", {}), info=j("info", {}), schema_version=version)
 
+    _check_calibration(r.calibration, path)
+
     def visit(name, obj):
         if isinstance(obj, h5py.Dataset) and not name.startswith(("rrvae/history", "rrvae/checkpoints")):
+            if obj.dtype.kind not in "biuf" or obj.ndim not in (2, 3) or obj.size == 0:
+                raise ReaderError(f"the results file is damaged: map {name!r} is {obj.dtype} of shape {obj.shape}, "
+                                  "not a 2-D or 3-D array of numbers", path=path,
+                                  hint="re-run the analysis to write it again")
             r.maps[name] = obj[()]
             u = obj.attrs.get("units", "")
             if u:
@@ -570,7 +728,19 @@ def _read(f, path: Path) -> Results:
         r.history = json.loads(recs) if recs is not None else []
     if "rrvae/checkpoints" in f:
         r.checkpoints = {k: f["rrvae/checkpoints"][k][()].tobytes() for k in f["rrvae/checkpoints"]}
+    if not isinstance(r.history, list):
+        raise ReaderError("the results file is damaged (the rrVAE history is not a list)", path=path)
     return r
+
+
+def _check_calibration(cal: dict, path) -> None:
+    step = cal.get("scan_step", (None, None))
+    ok = isinstance(step, (list, tuple)) and len(step) == 2 and all(
+        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0)
+        for v in step)
+    if not ok:
+        raise ReaderError(f"the results file's scan step {step!r:.60} is not two positive numbers (or unknown)",
+                          path=path, hint="re-run the analysis, or fix the calibration in the source file")
 
 
 def _major(version: str, path) -> int:

@@ -12,7 +12,8 @@ import numpy as np
 
 from ..dataset import Dataset4D, Provenance
 from ..errors import DataError, ReaderError
-from .checks import OPTIONS, Raw, check_finite, check_options, file_size_check, library_errors, to_4d
+from .checks import (OPTIONS, Raw, check_dtype, check_finite, check_options, file_size_check, library_errors,
+                     to_4d)
 
 __all__ = ["load", "SUPPORTED", "OPTIONS"]
 
@@ -35,6 +36,9 @@ SUPPORTED = {
     ".raw": "EMPAD raw (with its .xml beside it)",
     ".hspy": "HyperSpy HDF5",
     ".zspy": "HyperSpy zarr",
+    ".mrc": "Direct Electron MRC (4-D with its *_info.txt)",
+    ".app5": "NanoMegas TopSpin",
+    ".tvips": "TVIPS camera stream (*_000.tvips)",
 }
 
 
@@ -57,6 +61,13 @@ def load(path, **options) -> Dataset4D:
         What to do with NaN/Inf in the sampled frames (first, middle and last scan rows).
     lazy : bool
         ``True`` (default) keeps the data on disk; ``False`` reads it into memory (when it fits).
+    fill_missing : bool
+        ``False`` (default): chunks a zarr store or an HDF5 file never wrote, and missing sources of an HDF5
+        virtual dataset, raise :class:`ReaderError`. ``True`` reads them as the fill value (with a warning and a
+        provenance note).
+    allow_outside : bool
+        ``False`` (default): HDF5 external storage and virtual-dataset sources outside the file's folder are
+        refused. ``True`` reads them (they are listed in ``provenance.files``).
 
     Returns
     -------
@@ -75,6 +86,11 @@ def load(path, **options) -> Dataset4D:
     file_size_check(p)
     with library_errors(p):
         raw = _dispatch(p, opts)
+    try:
+        check_dtype(raw.data.dtype, p)
+    except Exception:
+        _close(raw.keepalive)
+        raise
     original_shape = tuple(int(s) for s in raw.data.shape)
     original_dtype = str(np.dtype(raw.data.dtype))
     try:
@@ -87,9 +103,12 @@ def load(path, **options) -> Dataset4D:
     except Exception:
         _close(raw.keepalive)
         raise
+    files = [str(Path(f).resolve()) for f in (raw.files or [p])]
+    data_file = str(Path(raw.data_file).resolve()) if raw.data_file else files[0]
     prov = Provenance(source_path=str(p.resolve()), reader=raw.reader, original_dtype=original_dtype,
                       original_shape=original_shape, options=_jsonable(options),
-                      notes=raw.notes + notes + ([note] if note else []))
+                      notes=raw.notes + notes + ([note] if note else []),
+                      files=list(dict.fromkeys([data_file] + files)), data_file=data_file)
     return Dataset4D(data, raw.calibration, prov, name=_stem(p), metadata=raw.metadata,
                      _keepalive=raw.keepalive)
 
@@ -127,6 +146,10 @@ def _dispatch(p: Path, opts: dict) -> Raw:
     if ext == ".blo":
         from .via_rsciio import read_blockfile
         return read_blockfile(p, opts)
+    if ext in (".mrc", ".app5", ".tvips"):
+        from . import via_rsciio
+        return {".mrc": via_rsciio.read_de_mrc, ".app5": via_rsciio.read_topspin,
+                ".tvips": via_rsciio.read_tvips}[ext](p, opts)
     plugins = {".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph",
                ".hspy": "hspy", ".zspy": "zspy"}
     if ext in plugins:
@@ -152,7 +175,9 @@ def _read_hdf5(p: Path, opts: dict) -> Raw:
             from .via_rsciio import read_emd, read_plugin
             return read_plugin("hspy", p, opts, reader="hspy") if kind == "hspy" else read_emd(p, opts, kind)
         reader = {"arina": hdf5.read_arina, "py4dstem": hdf5.read_py4dstem}.get(kind, hdf5.read_generic)
-        return reader(f, p, opts)
+        raw = reader(f, p, opts)
+        hdf5.check_storage(raw, p, opts)  # external files, virtual sources, chunks never written
+        return raw
     except BaseException:
         f.close()
         raise

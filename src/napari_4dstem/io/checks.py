@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,7 @@ import numpy as np
 from ..dataset import Calibration
 from ..errors import DataError, FourDSTEMError, ReaderError
 
-OPTIONS = ("key", "nav_shape", "cube", "nan_policy", "lazy")
+OPTIONS = ("key", "nav_shape", "cube", "nan_policy", "lazy", "fill_missing", "allow_outside")
 
 
 @dataclass
@@ -25,6 +28,8 @@ class Raw:
     nav_shape: tuple[int, int] | None = None  # the file's own scan shape for a flat stack of frames
     notes: list[str] = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
+    files: list = field(default_factory=list)  # every file read (default: the path opened)
+    data_file: Any = None  # the file that holds the frames (default: the first of ``files``)
 
 
 def check_options(path, options: dict) -> dict:
@@ -50,6 +55,14 @@ def check_options(path, options: dict) -> dict:
     policy = opts.setdefault("nan_policy", "raise")
     if policy not in ("raise", "ignore"):
         raise ReaderError(f"nan_policy={policy!r} is not 'raise' or 'ignore'", path=path)
+    key = opts.get("key")
+    if key is not None and not ((isinstance(key, str) and key) or
+                                (isinstance(key, (int, np.integer)) and not isinstance(key, bool))):
+        raise ReaderError(f"key={key!r} is not a name or a signal index", path=path,
+                          hint="pass the array's name or path as a string")
+    for flag in ("lazy", "fill_missing", "allow_outside"):
+        if flag in opts and not isinstance(opts[flag], (bool, np.bool_)):
+            raise ReaderError(f"{flag}={opts[flag]!r} is not True or False", path=path)
     return opts
 
 
@@ -60,6 +73,13 @@ def library_errors(path, what: str = "read"):
         yield
     except FourDSTEMError:
         raise
+    except PermissionError as e:
+        raise ReaderError(f"permission denied ({e.strerror or e})", path=getattr(e, "filename", None) or path,
+                          hint="ask for read access to the file (and its folder), or copy it somewhere readable") \
+            from e
+    except ModuleNotFoundError as e:
+        raise ReaderError(f"reading this file needs the optional package {e.name!r}, which is not installed",
+                          path=path, hint=f"install it: pip install {e.name}") from e
     except MemoryError as e:
         raise ReaderError(f"not enough memory to {what} the file ({e})", path=path,
                           hint="convert it to an uncompressed .npy, HDF5 or zarr file, which load lazily") from e
@@ -67,9 +87,78 @@ def library_errors(path, what: str = "read"):
         if "truncated" in str(e).lower():
             raise ReaderError(f"the file is truncated ({type(e).__name__}: {e})", path=path,
                               hint="the copy or the acquisition did not finish: copy the file again") from e
-        raise ReaderError(f"could not {what} the file: {type(e).__name__}: {e}", path=path,
-                          hint="check that the file is complete (copy it again) and of the format its "
-                               "extension says") from e
+        msg = _first_line(e)
+        if isinstance(e, OSError) and e.errno == errno.EIO:
+            hint = "the disk or network share reported an I/O error: copy the file to a local disk"
+        elif "unsupported" in msg.lower() or "not supported" in msg.lower() or isinstance(e, NotImplementedError):
+            hint = ("the reading library does not support this file (or it is damaged): convert it, e.g. to HDF5 "
+                    "or zarr, with the software that wrote it")
+        else:
+            hint = ("the reading library failed on it: the file may be damaged or of another format than its "
+                    "extension says")
+        raise ReaderError(f"could not {what} the file: {type(e).__name__}: {msg}", path=path, hint=hint) from e
+
+
+def _first_line(e: Exception) -> str:
+    s = str(e).strip()
+    s = s.splitlines()[0] if s else type(e).__name__
+    return s if len(s) <= 300 else s[:297] + "..."
+
+
+def check_path(path: Path, what: str = "file", folder_ok: bool = True) -> None:
+    """The path exists and is a regular file (or a folder, for zarr stores): FIFOs, sockets and devices are
+    refused at once (opening a FIFO would block forever), before any library sees them."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ReaderError("the path is a loop of symbolic links", path=path,
+                              hint="fix the link so that it points to the file") from None
+        if e.errno == errno.ENOENT:
+            if os.path.lexists(path):
+                target = os.readlink(path) if os.path.islink(path) else "?"
+                raise ReaderError(f"the symbolic link points to {target!r}, which does not exist", path=path,
+                                  hint="fix the link or open the file itself") from None
+            raise ReaderError(f"{what} not found", path=path,
+                              hint="check the path and the spelling of the file name") from None
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise ReaderError("permission denied (a folder on the path cannot be entered)", path=path,
+                              hint="ask for access to the folder, or copy the file somewhere readable") from None
+        if e.errno == errno.ENAMETOOLONG:
+            raise ReaderError("the path is too long for the file system", path=path) from None
+        if e.errno == errno.ENOTDIR:
+            raise ReaderError("a part of the path is a file, not a folder", path=path,
+                              hint="check the path") from None
+        raise ReaderError(f"cannot access the path ({e.strerror or e})", path=path) from None
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        if not folder_ok:
+            raise ReaderError(f"is a folder, not a {what}", path=path, hint="give a file")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ReaderError("permission denied: the folder cannot be read", path=path,
+                              hint="ask for read access, or copy it somewhere readable")
+        return
+    if not stat.S_ISREG(mode):
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else "not a regular file")
+        raise ReaderError(f"is {kind}, not a regular file; only files (and zarr folders) are opened", path=path,
+                          hint="save the data to a file first")
+    if not os.access(path, os.R_OK):
+        raise ReaderError("permission denied: the file cannot be read", path=path,
+                          hint="ask for read access (chmod / the file's owner), or copy it somewhere readable")
+
+
+def check_dtype(dtype, path) -> None:
+    """Only real numbers: bool, complex, structured, string, datetime and object arrays are refused."""
+    dt = np.dtype(dtype)
+    if dt.kind in "iuf" and dt.fields is None and dt.subdtype is None:
+        return
+    what = {"b": "booleans", "c": "complex numbers", "V": "structured records" if dt.fields else "raw bytes",
+            "S": "byte strings", "U": "text strings", "M": "dates/times", "m": "time differences",
+            "O": "Python objects"}.get(dt.kind, f"values of type {dt}")
+    raise ReaderError(f"the array holds {what} (dtype {dt}), not real numbers", path=path,
+                      hint="4D-STEM data must be integer or floating-point intensities; convert the array "
+                           "(e.g. np.abs for complex waves) and save it again")
 
 
 # -- shapes -------------------------------------------------------------------------------------
@@ -193,7 +282,7 @@ def check_finite(data, path, policy: str) -> str | None:
     dt = np.dtype(data.dtype)
     if dt.kind not in "fc":
         return None
-    bad = sum(int(np.size(s) - np.count_nonzero(np.isfinite(s))) for s in sample_rows(data))
+    bad = sum(int(np.size(s) - np.count_nonzero(np.isfinite(s))) for s in sample_rows(data))  # no cast: 1e300 stays
     if not bad:
         return None
     if policy == "raise":
@@ -210,9 +299,8 @@ def _np(a) -> np.ndarray:
 
 
 def file_size_check(path: Path) -> None:
-    """Missing path or empty file -> ReaderError before any library sees it."""
-    if not path.exists():
-        raise ReaderError("file not found", path=path, hint="check the path and the spelling of the file name")
+    """Missing path, not a regular file, or empty file -> ReaderError before any library sees it."""
+    check_path(path)
     if path.is_file() and path.stat().st_size == 0:
         raise ReaderError("the file is empty (0 bytes)", path=path,
                           hint="the copy or the acquisition did not finish: copy the file again")

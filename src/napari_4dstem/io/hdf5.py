@@ -228,7 +228,10 @@ def read_arina(f: h5py.File, path: Path, opts: dict) -> Raw:
         if side * side == n:
             nav = (side, side)
             notes.append(f"no scan metadata file: assumed a square scan {nav}")
-    return Raw(data, "arina", calibration=cal, keepalive=f, nav_shape=nav, notes=notes)
+    files = [path] + [Path(p.file.filename) for p in parts] + ([meta_path] if nav and meta_path.is_file() else [])
+    raw = Raw(data, "arina", calibration=cal, keepalive=f, nav_shape=nav, notes=notes, files=files,
+              data_file=Path(parts[0].file.filename) if parts else path)
+    return raw
 
 
 def _attr(attrs, name):
@@ -237,3 +240,121 @@ def _attr(attrs, name):
         return None
     v = np.asarray(v).ravel()
     return float(v[0]) if v.size and v.dtype.kind in "biuf" else None
+
+
+# -- storage checks (harden): nothing read from outside, nothing silently filled --------------------
+def _inside(target: Path, folder: Path) -> bool:
+    try:
+        target.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _name(v) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def check_storage(raw: Raw, path: Path, opts: dict) -> None:
+    """External raw files and virtual-dataset sources: inside the file's folder and present (or allowed by
+    ``allow_outside`` / ``fill_missing``); chunks never written: refused unless ``fill_missing``. Records
+    every file read in ``raw.files`` and the one holding the frames in ``raw.data_file``."""
+    d = raw.data
+    if not isinstance(d, h5py.Dataset):
+        return
+    folder = path.parent
+    allow_outside = bool(opts.get("allow_outside", False))
+    fill = bool(opts.get("fill_missing", False))
+    files = [path]
+    ext = d.external
+    if ext:
+        for name, _offset, _size in ext:
+            target = Path(_name(name))
+            target = target if target.is_absolute() else folder / target
+            if not _inside(target, folder) and not allow_outside:
+                raise ReaderError(f"dataset {d.name!r} stores its data in the external file {_name(name)!r}, "
+                                  "outside the file's folder", path=path,
+                                  hint="move that file beside the HDF5 file, or pass allow_outside=True if you "
+                                       "trust this file")
+            if not target.is_file():
+                raise ReaderError(f"dataset {d.name!r} stores its data in the external file {str(target)!r}, which "
+                                  "is missing", path=path, hint="copy that file beside the HDF5 file")
+            files.append(target)
+        raw.data = _external_memmap(d, [(folder / _name(n) if not Path(_name(n)).is_absolute() else Path(_name(n)),
+                                         o, s) for n, o, s in ext]) or d
+        raw.data_file = files[1]
+        raw.notes.append(f"data in external file(s) {', '.join(str(f) for f in files[1:])}")
+    elif d.is_virtual:
+        missing = []
+        for src in d.virtual_sources():
+            fname = _name(src.file_name)
+            if fname == ".":
+                continue
+            target = Path(fname)
+            target = target if target.is_absolute() else folder / target
+            if not _inside(target, folder) and not allow_outside:
+                raise ReaderError(f"virtual dataset {d.name!r} reads from {fname!r}, outside the file's folder",
+                                  path=path, hint="move the source files beside it, or pass allow_outside=True if "
+                                                  "you trust this file")
+            if not target.is_file():
+                missing.append(fname)
+            elif target not in files:
+                files.append(target)
+        if missing:
+            if not fill:
+                raise ReaderError(f"virtual dataset {d.name!r}: source file(s) {', '.join(map(repr, missing[:3]))} "
+                                  f"{'are' if len(missing) > 1 else 'is'} missing (their frames would read as "
+                                  "the fill value)", path=path,
+                                  hint="copy the source files beside it, or pass fill_missing=True to read them as "
+                                       "the fill value")
+            _filled(raw, f"virtual dataset sources missing, read as the fill value: {', '.join(missing)}")
+        if len(files) > 1:
+            raw.data_file = files[1]
+            raw.notes.append(f"virtual dataset over {len(files) - 1} source file(s)")
+    else:
+        _check_allocated(d, raw, path, fill)
+    raw.files = list(dict.fromkeys(files + list(raw.files)))
+
+
+def _filled(raw: Raw, note: str) -> None:
+    import warnings
+
+    warnings.warn(note, stacklevel=3)
+    raw.notes.append(note)
+
+
+def _check_allocated(d: h5py.Dataset, raw: Raw, path: Path, fill: bool) -> None:
+    """Chunks (or the contiguous block) HDF5 never wrote read as the fill value: refuse unless ``fill``."""
+    if d.size == 0:
+        return
+    try:
+        if d.chunks is None:
+            unwritten = d.id.get_offset() is None and d.id.get_storage_size() == 0
+            what = "the dataset was created but its data were never written"
+        else:
+            expected = int(np.prod([-(-s // c) for s, c in zip(d.shape, d.chunks, strict=True)], dtype=np.int64))
+            stored = int(d.id.get_num_chunks())
+            unwritten = stored < expected
+            what = f"{expected - stored} of its {expected} chunks were never written"
+    except (AttributeError, OSError, RuntimeError, ValueError):
+        return  # an HDF5 build without these calls: the pass reads what is there
+    if not unwritten:
+        return
+    if not fill:
+        raise ReaderError(f"dataset {d.name!r}: {what} (they would read as the fill value)", path=path,
+                          hint="the acquisition or copy did not finish: copy the file again, or pass "
+                               "fill_missing=True to read them as the fill value")
+    _filled(raw, f"dataset {d.name!r}: {what}; read as the fill value")
+
+
+def _external_memmap(d: h5py.Dataset, segments):
+    """A single external segment as a numpy memmap (independent of the working folder HDF5 resolves
+    relative names against); None for several segments (read through h5py)."""
+    if len(segments) != 1:
+        return None
+    target, offset, _size = segments[0]
+    need = int(offset) + int(np.prod(d.shape, dtype=np.int64)) * d.dtype.itemsize
+    if target.stat().st_size < need:
+        raise ReaderError(f"the external file {str(target)!r} of dataset {d.name!r} is truncated", path=target,
+                          hint="copy it again")
+    return np.memmap(target, dtype=d.dtype, mode="r", offset=int(offset), shape=d.shape)

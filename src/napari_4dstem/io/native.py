@@ -131,7 +131,11 @@ def read_zarr(path: Path, opts: dict) -> Raw:
         store = zarr.storage.LocalStore(str(path), read_only=True)
     else:
         store = zarr.storage.ZipStore(str(path), mode="r")
-    node = zarr.open(store=store, mode="r")
+    try:
+        node = zarr.open(store=store, mode="r")
+    except (FileNotFoundError, KeyError) as e:
+        raise ReaderError(f"no zarr array or group metadata in the store ({type(e).__name__}: {e})", path=path,
+                          hint="check that this is a zarr store written completely") from None
     key = opts.get("key")
     if hasattr(node, "members"):  # a group
         arrays = _zarr_arrays(node)
@@ -154,4 +158,25 @@ def read_zarr(path: Path, opts: dict) -> Raw:
         notes = [f"zarr array {key!r}"]
     else:
         arr, notes = node, []
+    _check_chunks(arr, path, opts, notes)
     return Raw(arr, "zarr", keepalive=store, notes=notes)
+
+
+def _check_chunks(arr, path: Path, opts: dict, notes: list) -> None:
+    """A chunk missing from the store reads as the fill value: refuse unless ``fill_missing=True``."""
+    try:
+        expected, stored = int(arr.nchunks), int(arr.nchunks_initialized)
+    except Exception:  # noqa: BLE001 - a store that cannot list its keys: the pass reads what is there
+        return
+    if stored >= expected:
+        return
+    what = (f"{expected - stored} of the {expected} chunks of the zarr array are missing (they would read as the "
+            f"fill value {arr.fill_value!r})")
+    if not opts.get("fill_missing", False):
+        raise ReaderError(what, path=path,
+                          hint="copy the store again; if its writer skipped chunks equal to the fill value "
+                               "(zarr's write_empty_chunks=False), pass fill_missing=True")
+    import warnings
+
+    warnings.warn(what, stacklevel=3)
+    notes.append(what + "; read as the fill value (fill_missing=True)")
