@@ -30,6 +30,7 @@ class Case:
     what: str
     run: Callable[[Path], object]
     cli: bool = False
+    expect: str = ""  # the message must contain this (case-insensitive)
 
 
 @dataclass
@@ -120,7 +121,7 @@ def cases() -> list[Case]:
     from napari_4dstem.virtual import virtual_image
 
     z4 = np.zeros((3, 3, 8, 8), np.float32)
-    c: list[Case] = [
+    c: list[Case] = _hardening_cases(z4) + [
         # -- readers ------------------------------------------------------------------------------
         Case("load", "file does not exist", lambda d: load(d / "nothere.npy")),
         Case("load", "unknown extension `.xyz`", lambda d: load(_bytes(d, "scan.xyz", b"1234"))),
@@ -209,6 +210,275 @@ def cases() -> list[Case]:
     return c
 
 
+def _fifo(d: Path, name: str) -> Path:
+    import os
+
+    p = d / name
+    os.mkfifo(p)
+    return p
+
+
+def _loop(d: Path) -> Path:
+    import os
+
+    os.symlink(d / "b.npy", d / "a.npy")
+    os.symlink(d / "a.npy", d / "b.npy")
+    return d / "a.npy"
+
+
+def _toml(d: Path, text: str) -> Path:
+    p = d / "p.toml"
+    p.write_text(text)
+    return p
+
+
+def _h5_external(d: Path, target: str) -> Path:
+    import h5py
+
+    p = d / "ext.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("data", shape=(2, 2, 4, 4), dtype="u1", external=[(target, 0, 64)])
+    return p
+
+
+def _h5_vds(d: Path, source: Path, make_source: bool = True) -> Path:
+    import h5py
+
+    if make_source:
+        with h5py.File(source, "w") as f:
+            f["x"] = np.ones((2, 2, 4, 4), np.float32)
+    lay = h5py.VirtualLayout(shape=(2, 2, 4, 4), dtype="f4")
+    lay[:] = h5py.VirtualSource(str(source), "x", shape=(2, 2, 4, 4))
+    p = d / "vds.h5"
+    with h5py.File(p, "w") as f:
+        f.create_virtual_dataset("data", lay, fillvalue=0)
+    return p
+
+
+def _h5_unwritten(d: Path, shape=(4, 4, 8, 8), chunks=(1, 4, 8, 8), rows=1) -> Path:
+    import h5py
+
+    p = d / "partial.h5"
+    with h5py.File(p, "w") as f:
+        ds = f.create_dataset("data", shape=shape, dtype="u2", chunks=chunks)
+        ds[:rows] = 1
+    return p
+
+
+def _h5_damaged_chunk(d: Path) -> Path:
+    import h5py
+
+    p = d / "damaged.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(p, "w") as f:
+        ds = f.create_dataset("data", data=rng.integers(0, 1000, (6, 6, 16, 16), dtype=np.uint16),
+                              chunks=(1, 6, 16, 16), compression="gzip")
+        off = ds.id.get_chunk_info(1).byte_offset  # scan row 1: not one of the rows load() samples
+        size = ds.id.get_chunk_info(1).size
+    b = bytearray(p.read_bytes())
+    b[off:off + size] = bytes(size)
+    p.write_bytes(bytes(b))
+    return p
+
+
+def _zarr_missing_chunk(d: Path) -> Path:
+    import os
+
+    import zarr
+
+    p = d / "scan.zarr"
+    a = zarr.create_array(str(p), shape=(4, 4, 8, 8), chunks=(1, 4, 8, 8), dtype="f4")
+    a[:] = 1
+    chunks = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.name != "zarr.json")
+    os.remove(chunks[1])
+    return p
+
+
+def _zarr_damaged_chunk(d: Path) -> Path:
+    import zarr
+
+    p = d / "scan.zarr"
+    a = zarr.create_array(str(p), shape=(6, 4, 8, 8), chunks=(1, 4, 8, 8), dtype="f4")
+    a[:] = np.random.default_rng(1).random((6, 4, 8, 8))
+    (p / "c" / "1" / "0" / "0" / "0").write_bytes(b"garbage, not a compressed chunk")
+    return p
+
+
+def _results_attr(d: Path, **attrs) -> Path:
+    import h5py
+
+    p = _results(d)
+    with h5py.File(p, "a") as f:
+        for k, v in attrs.items():
+            if v is None:
+                del f.attrs[k]
+            else:
+                f.attrs[k] = v
+    return p
+
+
+def _results_string_map(d: Path) -> Path:
+    import h5py
+
+    p = _results(d)
+    with h5py.File(p, "a") as f:
+        f["com/x"] = "not a map"
+    return p
+
+
+def _npy_dtype(d: Path, name: str, a) -> Path:
+    return _npy(d, name, a)
+
+
+def _analyze(d: Path, *extra, src="s.npy") -> int:
+    from napari_4dstem.cli import main
+
+    return main(["analyze", str(d / src), "--out", str(d / "r.h5"), "--fast", "--epochs", "1", "-q", *extra])
+
+
+def _hardening_cases(z4) -> list[Case]:
+    import os
+
+    from napari_4dstem.export import export_results
+    from napari_4dstem.io import load
+    from napari_4dstem.results import Results, load_results
+    from napari_4dstem.virtual import virtual_image
+
+    struct = np.zeros((2, 2, 4, 4), dtype=[("a", "u2"), ("b", "f4")])
+    rnd = np.random.default_rng(2).random((6, 6, 8, 8)).astype(np.float32)
+    return [
+        Case("load", "a named pipe (FIFO) named `.npy` (would block forever)",
+             lambda d: load(_fifo(d, "x.npy")), expect="named pipe"),
+        Case("cli", "`info` on a FIFO named `.h5`", lambda d: (_fifo(d, "x.h5"), _cli("info", "{d}/x.h5")(d))[-1],
+             cli=True, expect="named pipe"),
+        Case("load", "a symbolic-link loop", lambda d: load(_loop(d)), expect="loop of symbolic links"),
+        Case("load", "a dangling symbolic link",
+             lambda d: (os.symlink(d / "gone.npy", d / "l.npy"), load(d / "l.npy"))[-1], expect="does not exist"),
+        Case("load", "structured (record) array", lambda d: load(_npy(d, "st.npy", struct)),
+             expect="structured records"),
+        Case("load", "string array", lambda d: load(_npy(d, "str.npy", np.full((2, 2, 2, 2), "ab"))),
+             expect="text strings"),
+        Case("load", "datetime array",
+             lambda d: load(_npy(d, "dt.npy", np.zeros((2, 2, 2, 2), "datetime64[s]"))), expect="dates/times"),
+        Case("load", "complex array", lambda d: load(_npy(d, "c.npy", np.zeros((2, 2, 2, 2), complex))),
+             expect="complex"),
+        Case("load", "boolean array", lambda d: load(_npy(d, "b.npy", np.zeros((2, 2, 2, 2), bool))),
+             expect="booleans"),
+        Case("load", "complex HDF5 dataset", lambda d: load(_h5(d, "c.h5", a=np.zeros((2, 2, 2, 2), complex))),
+             expect="complex"),
+        Case("load", "float64 data with two pixels of 1e300 (float32 overflow)",
+             lambda d: load(_npy(d, "big.npy", np.where(np.arange(256).reshape(2, 2, 8, 8) % 97 == 5, 1e300, 1.0))),
+             expect="float32"),
+        Case("load", "zarr array with a chunk file deleted", lambda d: load(_zarr_missing_chunk(d)),
+             expect="chunks of the zarr array are missing"),
+        Case("load", "HDF5 dataset whose chunks were never written (aborted acquisition)",
+             lambda d: load(_h5_unwritten(d)), expect="never written"),
+        Case("load", "HDF5 claiming 1.2 PB of data (never written)",
+             lambda d: load(_h5_unwritten(d, shape=(4096, 4096, 8192, 8192), chunks=(1, 1, 1024, 1024), rows=0)),
+             expect="never written"),
+        Case("load", "HDF5 virtual dataset whose source file is gone",
+             lambda d: load(_h5_vds(d, d / "src.h5", make_source=False)), expect="missing"),
+        Case("load", "HDF5 virtual dataset with an absolute source outside its folder",
+             lambda d: ((d / "o").mkdir(), load(_h5_vds(d / "o", d / "src.h5")))[-1], expect="outside the file's folder"),
+        Case("load", "HDF5 external storage pointing at /etc/passwd",
+             lambda d: load(_h5_external(d, "/etc/passwd")), expect="outside the file's folder"),
+        Case("load", "HDF5 external storage file missing",
+             lambda d: load(_h5_external(d, "raw.bin")), expect="missing"),
+        Case("virtual", "damaged HDF5 chunk met during a pass (scan row 1)",
+             lambda d: virtual_image(load(_h5_damaged_chunk(d)), kind="bf", outer=3), expect="scan row"),
+        Case("virtual", "damaged zarr chunk met during a pass (scan row 1)",
+             lambda d: virtual_image(load(_zarr_damaged_chunk(d)), kind="bf", outer=3), expect="scan row"),
+        Case("load", "`key=''` (empty)", lambda d: load(_npy(d, "s.npy", z4), key=""), expect="key"),
+        Case("load", "`fill_missing='yes'`", lambda d: load(_npy(d, "s.npy", z4), fill_missing="yes"),
+             expect="fill_missing"),
+        # -- parameters: checked before the input is even opened (the input here does not exist) ---------------
+        *[Case("params", f"`{text.strip()}` in params.toml",
+               lambda d, text=text: _analyze(d, "--config", str(_toml(d, text)), src="missing.npy"), cli=True,
+               expect=exp)
+          for text, exp in [
+              ('[rrvae]\nepochs = "ten"\n', "epochs = 'ten': must be a whole number"),
+              ('[rrvae]\nlr = "fast"\n', "lr = 'fast'"),
+              ("[rrvae]\nepochs = 2.5\n", "epochs = 2.5"),
+              ("[rrvae]\nseed = 100000000000000000000\n", "seed"),
+              ('[rrvae]\ndevice = "cuda"\n', "cuda"),
+              ("[rrvae]\ntime_limit = -5\n", "time_limit = -5"),
+              ('[virtual.ring]\nkind = "annulus"\ninnner = 3\n', "unknown [virtual.ring] parameter(s) ['innner']"),
+              ('[virtual.ring]\nkind = "annulus"\ninner = 5\nouter = 2\n', "smaller than outer"),
+              ("[preprocess]\ntarget_size = 0\n", "target_size = 0"),
+              ("[preprocess]\ncrop_scan = [4, 2, 0, 3]\n", "crop_scan"),
+              ('[com]\nrotation = "left"\n', "rotation"),
+              ('navigator = "max"\n', "navigator"),
+              ("defect_models = 0\n", "defect_models"),
+              ("[load]\nnav_shape = [0, 3]\n", "nav_shape"),
+          ]],
+        Case("params", "`--epochs 0`", lambda d: _analyze(d, "--epochs", "0", src="missing.npy"), cli=True,
+             expect="epochs = 0"),
+        Case("params", "`--seed` beyond 64 bits", lambda d: _analyze(d, "--seed", str(2**70), src="missing.npy"),
+             cli=True, expect="must be a whole number 0 ... 4294967295"),
+        # -- output: checked before any work, exactly as at the final write --------------------------------------
+        Case("output", "`--out` is a dangling symbolic link",
+             lambda d: (_npy(d, "s.npy", rnd), os.symlink(d / "nowhere.h5", d / "r.h5"), _analyze(d))[-1], cli=True,
+             expect="dangling symbolic link"),
+        Case("output", "`--out` hard-linked to the input, with `--overwrite`",
+             lambda d: (_npy(d, "s.npy", rnd), os.link(d / "s.npy", d / "r.h5"), _analyze(d, "--overwrite"))[-1],
+             cli=True, expect="input"),
+        Case("output", "`--out newname/` (a folder name)",
+             lambda d: (_npy(d, "s.npy", rnd), _cli("analyze", "{d}/s.npy", "--out", "{d}/new/")(d))[-1], cli=True,
+             expect="is a folder"),
+        Case("output", "`--out` in a missing folder",
+             lambda d: (_npy(d, "s.npy", rnd), _cli("analyze", "{d}/s.npy", "--out", "{d}/no/r.h5")(d))[-1],
+             cli=True, expect="does not exist"),
+        Case("output", "`--out` name longer than the file system allows (300 bytes)",
+             lambda d: (_npy(d, "s.npy", rnd), _cli("analyze", "{d}/s.npy", "--out", "{d}/" + "r" * 297 + ".h5")(d))[-1],
+             cli=True, expect="longer than the file system allows"),
+        Case("output", "another live process is writing the same `--out`",
+             lambda d: (_npy(d, "s.npy", rnd), _fake_writer(d / "r.h5"), _analyze(d))[-1], cli=True,
+             expect="another napari-4dstem process"),
+        # -- before the first pass ---------------------------------------------------------------------------
+        Case("analyze", "scan of 1 x 2 positions (the rrVAE cannot train)",
+             lambda d: (_npy(d, "s.npy", rnd[:1, :2]), _analyze(d))[-1], cli=True, expect="at least 4"),
+        Case("analyze", "constant data (the rrVAE cannot train)",
+             lambda d: (_npy(d, "s.npy", np.ones((6, 6, 8, 8), np.float32)), _analyze(d))[-1], cli=True,
+             expect="constant"),
+        Case("analyze", "1 x 16 detector", lambda d: (_npy(d, "s.npy", rnd.reshape(6, 6, 4, 16)[:, :, :1]),
+                                                       _analyze(d))[-1], cli=True, expect="1 x 16"),
+        Case("analyze", "preprocessed stack larger than memory (HDF5 of 2^40 positions, `fill_missing`)",
+             lambda d: (_h5_unwritten(d, shape=(2**20, 2**20, 64, 64), chunks=(1, 64, 64, 64), rows=0),
+                        _analyze(d, "--fill-missing", src="partial.h5"))[-1], cli=True, expect="does not fit"),
+        # -- results and exports ------------------------------------------------------------------------------
+        Case("results", "a string where a map should be", lambda d: load_results(_results_string_map(d)),
+             expect="not a 2-D or 3-D array of numbers"),
+        Case("results", "JSON nested 100000 deep",
+             lambda d: load_results(_results_attr(d, info="[" * 100000 + "]" * 100000)), expect="damaged"),
+        Case("results", "no `format` attribute",
+             lambda d: load_results(_results_attr(d, format=None)), expect="not a napari-4dstem results file"),
+        Case("cli", "`info` on a results file without its `format` attribute",
+             lambda d: (_results_attr(d, format=None), _cli("info", "{d}/results.h5")(d))[-1], cli=True,
+             expect="not a napari-4dstem results file"),
+        Case("results", "scan step [0, -1]",
+             lambda d: load_results(_results_attr(d, calibration='{"scan_step": [0, -1]}')), expect="scan step"),
+        Case("export", "`--to` an existing file",
+             lambda d: (_results(d), _bytes(d, "f.txt", b"x"),
+                        _cli("export", "{d}/results.h5", "--to", "{d}/f.txt")(d))[-1], cli=True, expect="not a folder"),
+        Case("export", "`--to /proc/x`",
+             lambda d: (_results(d), _cli("export", "{d}/results.h5", "--to", "/proc/x/maps")(d))[-1], cli=True,
+             expect="/proc/x"),
+        Case("export", "a map name that is not there (nothing written, no folder made)",
+             lambda d: export_results(Results(maps={"a": np.zeros((2, 2))}), d / "maps", keys=["b"]),
+             expect="no map"),
+        Case("cli", "`info --key 0` on an npz without member '0'",
+             lambda d: (np.savez(d / "k.npz", a=z4, b=z4), _cli("info", "{d}/k.npz", "--key", "0")(d))[-1],
+             cli=True, expect="no array '0'"),
+    ]
+
+
+def _fake_writer(target: Path) -> None:
+    """A temporary file as a live writer of ``target`` leaves it (pid 1 is always alive)."""
+    from napari_4dstem import results
+
+    (target.parent / f"{results.TMP_PREFIX}{results._HOST}-1-{results._tag(target)}-abcdef.tmp").write_bytes(b"")
+
+
 def _results(d: Path) -> Path:
     from napari_4dstem.results import Results, save_results
 
@@ -227,6 +497,15 @@ def _newer_schema(d: Path) -> Path:
 
 
 def run_case(case: Case) -> Outcome:
+    out = _run_case(case)
+    if out.ok and out.kind != "skipped":
+        low = out.message.lower()
+        if "unexpected" in low or (case.expect and case.expect.lower() not in low):
+            return Outcome(case, out.kind, out.message + f" [expected: {case.expect!r}]", False)
+    return out
+
+
+def _run_case(case: Case) -> Outcome:
     from napari_4dstem.errors import FourDSTEMError
 
     d = Path(tempfile.mkdtemp(prefix="bad-"))

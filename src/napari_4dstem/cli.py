@@ -224,7 +224,7 @@ def cmd_analyze(args) -> int:
     from .io.checks import check_path
 
     check_path(src.expanduser())
-    check_output(out, overwrite=args.overwrite, what="results file", sources=[str(src)])
+    check_output(args.out, overwrite=args.overwrite, what="results file", sources=[str(src)])  # keeps a final "/"
     from .io import load
 
     ds = load(args.input, **params.get("load", {}))  # lazy; unreadable input fails before any progress output

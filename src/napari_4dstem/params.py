@@ -385,6 +385,8 @@ def _check_combinations(params: dict, path) -> None:
 # -- before the first pass ---------------------------------------------------------------------
 #: The rrVAE needs at least this many scan positions to train (and a validation split to mean anything).
 MIN_PATTERNS = 4
+#: Smallest preprocessed detector side the rrVAE trains on.
+MIN_DETECTOR = 4
 #: Throughput assumed for the time estimate (bytes read per second per pass), measured-order figure.
 ASSUMED_READ_BYTES_PER_S = 300 * 2**20
 
@@ -470,9 +472,29 @@ def check_fits(ds, params: dict) -> None:
             f"{e['preprocessed_bytes'] / 2**30:.3g} GiB) does not fit in half the free memory "
             f"({free / 2**30:.3g} GiB)", path=path,
             hint="bin more ([preprocess] target_size or bin_factor) or crop the scan ([preprocess] crop_scan)")
-    if p.get("run_rrvae", True) and e["positions"] < MIN_PATTERNS:
+    if not p.get("run_rrvae", True):
+        return
+    skip = "skip the rrVAE (--no-rrvae, run_rrvae = false) to get the maps and COM"
+    if e["positions"] < MIN_PATTERNS:
         raise DataError(f"the scan has {e['positions']} position(s); the rrVAE needs at least {MIN_PATTERNS}",
-                        path=path, hint="analyze a larger scan, or skip the rrVAE (--no-rrvae) for maps and COM")
+                        path=path, hint=f"analyze a larger scan, or {skip}")
+    h, w = e["preprocessed_detector"]
+    if min(h, w) < MIN_DETECTOR:
+        dy, dx = ds.detector_shape
+        raise DataError(f"the detector is {dy} x {dx} pixels, {h} x {w} after preprocessing (binning, square crop); "
+                        f"the rrVAE needs at least {MIN_DETECTOR} x {MIN_DETECTOR}", path=path,
+                        hint=f"use less binning ([preprocess] target_size / bin_factor, square = false), or {skip}")
+    from .io.checks import sample_rows
+
+    lo = hi = None
+    for rows in sample_rows(ds.data):  # the first, middle and last scan rows: a cheap read
+        if rows.size:
+            a, b = rows.min(), rows.max()
+            lo = a if lo is None else min(lo, a)
+            hi = b if hi is None else max(hi, b)
+    if lo is not None and lo == hi:
+        raise DataError(f"the sampled scan rows are constant (every value is {lo:g}): the rrVAE cannot learn from "
+                        "constant data", path=path, hint=f"check the file, or {skip}")
 
 
 __all__ = ["Param", "TABLE", "DEFAULTS", "register_section", "sections", "default_params", "load_config",

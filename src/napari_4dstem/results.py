@@ -386,10 +386,17 @@ def check_output(path, overwrite: bool = False, what: str = "file", sources=(), 
     """
     raw = os.fspath(path)
     path = Path(path)
-    if raw.endswith(os.sep) or (path.is_dir() and not path.is_symlink()):
-        raise WriteError(f"is a folder, not a {what}", path=path,
-                         hint=f"give a file name, e.g. {os.path.join(raw, 'results.h5')}")
     parent = path.parent if str(path.parent) else Path(".")
+    try:
+        name_max = os.pathconf(parent if parent.is_dir() else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(path.name)) > name_max:
+        raise WriteError(f"the file name is {len(os.fsencode(path.name))} bytes, longer than the file system allows "
+                         f"({name_max})", path=path, hint="choose a shorter name")
+    if raw.endswith(os.sep) or (path.is_dir() and not path.is_symlink()):
+        raise WriteError(f"is a folder, not a {what}", path=raw,
+                         hint=f"give a file name, e.g. {os.path.join(raw, 'results.h5')}")
     if not parent.is_dir():
         problem = (f"{parent} is a file, not a folder" if parent.exists() else
                    f"the folder {parent} does not exist")
@@ -397,13 +404,6 @@ def check_output(path, overwrite: bool = False, what: str = "file", sources=(), 
     if not os.access(parent, os.W_OK | os.X_OK):
         raise WriteError(f"no permission to write in the folder {parent}", path=path,
                          hint="choose a folder you can write to")
-    try:
-        name_max = os.pathconf(parent, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        name_max = 255
-    if len(os.fsencode(path.name)) > name_max:
-        raise WriteError(f"the file name is {len(os.fsencode(path.name))} bytes, longer than the file system allows "
-                         f"({name_max})", path=path, hint="choose a shorter name")
     for src in sources or ():
         if src and os.path.exists(src) and os.path.exists(path) and os.path.samefile(src, path):
             raise WriteError(f"the {what} would replace the input (source) data {src}", path=path,

@@ -259,6 +259,7 @@ def _check_count(nav, n_frames: int, path, what: str = "nav_shape") -> None:
 
 # -- NaN / Inf ----------------------------------------------------------------------------------
 SAMPLE_ROW_BYTES = 16 * 2**20
+FLOAT32_LIMIT = 1e30  # larger magnitudes overflow float32 sums of a frame
 SAMPLE_FRAMES_PER_ROW = 8
 
 
@@ -282,8 +283,14 @@ def check_finite(data, path, policy: str) -> str | None:
     dt = np.dtype(data.dtype)
     if dt.kind not in "fc":
         return None
-    bad = sum(int(np.size(s) - np.count_nonzero(np.isfinite(s))) for s in sample_rows(data))  # no cast: 1e300 stays
+    rows = sample_rows(data)
+    bad = sum(int(np.size(s) - np.count_nonzero(np.isfinite(s))) for s in rows)  # no cast: 1e300 stays finite
     if not bad:
+        big = max((float(np.abs(s).max()) for s in rows if s.size), default=0.0)
+        if big > FLOAT32_LIMIT:
+            raise DataError(f"values up to {big:.3g} in the sampled scan rows: the analysis computes in float32, "
+                            f"whose range ends at {np.finfo(np.float32).max:.3g}", path=path,
+                            hint="rescale the data (e.g. divide by its maximum) or clip the outliers, then save again")
         return None
     if policy == "raise":
         raise DataError(
