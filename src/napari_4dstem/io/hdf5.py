@@ -280,8 +280,9 @@ def check_storage(raw: Raw, path: Path, opts: dict) -> None:
                 raise ReaderError(f"dataset {d.name!r} stores its data in the external file {str(target)!r}, which "
                                   "is missing", path=path, hint="copy that file beside the HDF5 file")
             files.append(target)
-        raw.data = _external_memmap(d, [(folder / _name(n) if not Path(_name(n)).is_absolute() else Path(_name(n)),
-                                         o, s) for n, o, s in ext]) or d
+        mm = _external_memmap(d, [(folder / _name(n) if not Path(_name(n)).is_absolute() else Path(_name(n)), o, s)
+                                  for n, o, s in ext])
+        raw.data = d if mm is None else mm
         raw.data_file = files[1]
         raw.notes.append(f"data in external file(s) {', '.join(str(f) for f in files[1:])}")
     elif d.is_virtual:
