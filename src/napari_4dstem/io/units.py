@@ -26,7 +26,7 @@ _LENGTH = {
 _RECIPROCAL = {
     "1/A": ("1/Å", 1.0), "A^-1": ("1/Å", 1.0), "A-1": ("1/Å", 1.0), "A**-1": ("1/Å", 1.0),
     "1/nm": ("1/Å", 0.1), "nm^-1": ("1/Å", 0.1), "nm-1": ("1/Å", 0.1), "nm**-1": ("1/Å", 0.1),
-    "mrad": ("mrad", 1.0), "rad": ("mrad", 1000.0),
+    "mrad": ("mrad", 1.0), "mrads": ("mrad", 1.0), "rad": ("mrad", 1000.0),
 }
 
 
@@ -61,10 +61,9 @@ def _number(value) -> float | None:
 
 
 def pair(a: tuple, b: tuple) -> tuple[tuple, str | None]:
-    """Combine the (value, unit) of the y and x axes; a unit mismatch makes both unknown."""
+    """Combine the (value, unit) of the y and x axes; a unit mismatch or one unknown axis makes both unknown."""
     (va, ua), (vb, ub) = a, b
-    if ua is None and ub is None:
+    # both or neither (docs/readers.md): a half-known pair is unknown
+    if va is None or vb is None or ua is None or ub is None or ua != ub:
         return (None, None), None
-    if ua is not None and ub is not None and ua != ub:
-        return (None, None), None
-    return (va, vb), ua or ub
+    return (va, vb), ua

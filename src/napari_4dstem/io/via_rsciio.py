@@ -3,7 +3,9 @@ HyperSpy hspy/zspy. rosettasciio is imported on first use (it is slow to import)
 from __future__ import annotations
 
 import importlib
+import logging
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,39 @@ from . import units
 from .checks import Raw
 
 
+class _StderrHandler(logging.StreamHandler):
+    """rosettasciio's log lines on the *current* stderr (never stdout: ``info --json`` stays parseable)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _quiet_rsciio() -> None:
+    """rosettasciio adds a stdout handler to its logger at import; move its output to stderr, and drop the
+    import-time note about numba (a speed hint, not about the file)."""
+    import rsciio  # noqa: F401  (creates the logger)
+
+    log = logging.getLogger("rsciio")
+    if getattr(log, "_napari_4dstem", False):
+        return
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    h = _StderrHandler()
+    h.setFormatter(logging.Formatter("rosettasciio %(levelname)s: %(message)s"))
+    h.addFilter(lambda r: "numba" not in r.getMessage())
+    log.addHandler(h)
+    log.propagate = False
+    log._napari_4dstem = True
+
+
 def call_reader(plugin: str, path: Path, **kwargs) -> list[dict]:
     """``rsciio.<plugin>.file_reader(path, lazy=True)``, or eager where the plugin cannot be lazy."""
+    _quiet_rsciio()
     mod = importlib.import_module(f"rsciio.{plugin}")
     try:
         return mod.file_reader(str(path), lazy=True, **kwargs)
@@ -80,24 +113,26 @@ def _positive(v) -> float | None:
 
 def calibration_from(d: dict) -> Calibration:
     """Scan step from the two last navigation axes, detector pixel from the signal axes,
-    energy and convergence angle from the metadata. Unknown stays None."""
+    energy and convergence angle from the metadata. Unknown stays None. A 3-D stack (frames, det_y, det_x)
+    keeps its detector pixel and its beam energy; its scan step is unknown."""
     axes = _sorted_axes(d)
     cal = Calibration()
-    if len(axes) < 4:
-        return cal
-    ay, ax, qy, qx = axes[-4:]
-    (sy, sx), su = units.pair(units.length(ay.get("scale"), ay.get("units")),
-                              units.length(ax.get("scale"), ax.get("units")))
-    (py, px), pu = units.pair(units.reciprocal(qy.get("scale"), qy.get("units")),
-                              units.reciprocal(qx.get("scale"), qx.get("units")))
-    cal.scan_step, cal.scan_unit = (sy, sx), su
-    cal.detector_pixel, cal.detector_unit = (py, px), pu
-    # a non-zero signal offset places q = 0: that is the beam centre in pixels
-    if pu is not None and py and px:
-        cy, cx = (-float(qy.get("offset") or 0.0) / float(qy["scale"]),
-                  -float(qx.get("offset") or 0.0) / float(qx["scale"]))
-        if (cy or cx) and 0 <= cy <= int(qy.get("size", 0)) - 1 and 0 <= cx <= int(qx.get("size", 0)) - 1:
-            cal.detector_center = (cy, cx)
+    if len(axes) >= 4:
+        ay, ax = axes[-4:-2]
+        (sy, sx), su = units.pair(units.length(ay.get("scale"), ay.get("units")),
+                                  units.length(ax.get("scale"), ax.get("units")))
+        cal.scan_step, cal.scan_unit = (sy, sx), su
+    if len(axes) >= 3:
+        qy, qx = axes[-2:]
+        (py, px), pu = units.pair(units.reciprocal(qy.get("scale"), qy.get("units")),
+                                  units.reciprocal(qx.get("scale"), qx.get("units")))
+        cal.detector_pixel, cal.detector_unit = (py, px), pu
+        # a non-zero signal offset places q = 0: that is the beam centre in pixels
+        if pu is not None and py and px:
+            cy, cx = (-float(qy.get("offset") or 0.0) / float(qy["scale"]),
+                      -float(qx.get("offset") or 0.0) / float(qx["scale"]))
+            if (cy or cx) and 0 <= cy <= int(qy.get("size", 0)) - 1 and 0 <= cx <= int(qx.get("size", 0)) - 1:
+                cal.detector_center = (cy, cx)
     md = full_metadata(d)
     tem = _get(md, "Acquisition_instrument.TEM") or {}
     kev = _positive(tem.get("beam_energy"))
@@ -109,6 +144,34 @@ def calibration_from(d: dict) -> Calibration:
     return cal
 
 
+def check_axes(d: dict, path: Path) -> None:
+    """Refuse a cube whose last four axes are not (scan, scan, detector, detector): a depth or probe-angle axis
+    taken as the scan, or real-space axes taken as the detector, would give a plausible but wrong dataset."""
+    axes = _sorted_axes(d)
+    if len(axes) < 4:
+        return
+    last = axes[-4:]
+
+    def unit(a):
+        return units.length(1.0, a.get("units"))[1], units.reciprocal(1.0, a.get("units"))[1]
+
+    problems = []
+    for i, a in enumerate(last):
+        length, recip = unit(a)
+        nav = a.get("navigate")
+        if i < 2 and (recip is not None or nav is False):
+            problems.append(f"axis {len(axes) - 4 + i} ({a.get('name')}) is a detector axis")
+        if i >= 2 and (length is not None or nav is True):
+            problems.append(f"axis {len(axes) - 4 + i} ({a.get('name')}) is not a detector axis")
+    if len(axes) == 5 and axes[0].get("navigate") is False:
+        problems.append(f"axis 0 ({axes[0].get('name')}) is a detector axis")
+    if problems:
+        desc = ", ".join(f"{a.get('name') or '?'} [{a.get('units') or '-'}]" for a in axes)
+        raise ReaderError(f"the axes are ({desc}), not (scan, scan, detector, detector): {'; '.join(problems)}",
+                          path=path, hint="napari-4dstem reads 4D-STEM cubes (scan_y, scan_x, det_y, det_x); save "
+                                          "the data in that axis order")
+
+
 def pick_signal(dicts: list[dict], path: Path, key=None) -> tuple[dict, list[str]]:
     """The 4-D (or 5-D) signal among those a file holds; ``key`` = index or title."""
     def title(d):
@@ -117,8 +180,11 @@ def pick_signal(dicts: list[dict], path: Path, key=None) -> tuple[dict, list[str
     desc = ", ".join(f"[{i}] {title(d)!r} {tuple(d['data'].shape)}" for i, d in enumerate(dicts))
     if key is not None:
         for i, d in enumerate(dicts):
-            if (isinstance(key, (int, np.integer)) and i == key) or title(d) == str(key):
+            if title(d) == str(key):
                 return d, [f"signal [{i}] {title(d)!r}"]
+        index = int(key) if (isinstance(key, (int, np.integer)) or str(key).isdigit()) else None
+        if index is not None and 0 <= index < len(dicts):  # no title matches: a string of digits is an index
+            return dicts[index], [f"signal [{index}] {title(dicts[index])!r}"]
         raise ReaderError(f"no signal {key!r} in the file; signals: {desc}", path=path,
                           hint="pass key= with an index or a title from this list")
     big = [i for i, d in enumerate(dicts) if np.ndim(d["data"]) in (4, 5)]
@@ -138,6 +204,7 @@ def pick_signal(dicts: list[dict], path: Path, key=None) -> tuple[dict, list[str
 def read_plugin(plugin: str, path: Path, opts: dict, reader: str | None = None, **kwargs) -> Raw:
     dicts = call_reader(plugin, path, **kwargs)
     d, notes = pick_signal(dicts, path, opts.get("key"))
+    check_axes(d, path)
     return Raw(d["data"], reader or plugin, calibration=calibration_from(d), notes=notes,
                metadata={"original_metadata": d.get("original_metadata") or {}})
 
@@ -214,6 +281,9 @@ def read_merlin(path: Path, opts: dict) -> Raw:
         if not mib.is_file():
             raise ReaderError(f"no {mib.name} beside the header", path=path, hint="open the .mib file")
         path = mib
+    from .checks import check_path
+
+    check_path(path)
     frame_bytes, height, width, code = _mib_frame(path)
     size = path.stat().st_size
     n_frames, rest = divmod(size, frame_bytes)
@@ -248,8 +318,10 @@ def read_merlin(path: Path, opts: dict) -> Raw:
     # rosettasciio flips detector rows; undo it so pixels keep the file's (and the ROI's) row numbers
     data = data[..., ::-1, :]
     notes.append(f"scan shape from the {how}; {code} frames of {height} x {width} in file order")
+    hdr_path = path.with_suffix(".hdr")
     return Raw(data, "merlin", calibration=calibration_from(d), notes=notes,
-               metadata={"dwell_time_s": _get(d.get("metadata") or {}, "Acquisition_instrument.dwell_time")})
+               metadata={"dwell_time_s": _get(d.get("metadata") or {}, "Acquisition_instrument.dwell_time")},
+               files=[path] + ([hdr_path] if hdr_path.is_file() else []), data_file=path)
 
 
 # -- NanoMegas blockfile ------------------------------------------------------------------------
@@ -277,6 +349,97 @@ def read_empad(path: Path, opts: dict) -> Raw:
             raise ReaderError("an EMPAD .raw file is read through its .xml description, which was not found "
                               "beside it", path=path, hint="open the .xml file of the acquisition")
         path = xmls[0]
+    raw_file = _empad_raw(path)
+    if raw_file is not None:
+        from .checks import check_path
+
+        check_path(raw_file)  # the frames' file: a regular file, readable (not a FIFO)
     raw = read_plugin("empad", path, opts, reader="empad")
     raw.calibration.detector_center = None  # rosettasciio's -64 px offset is its assumption, not the file's
+    raw.files = [path] + ([raw_file] if raw_file is not None else [])
+    raw.data_file = raw_file or path
     return raw
+
+
+def _empad_raw(xml: Path) -> Path | None:
+    """The .raw file an EMPAD .xml names (``<raw_file filename="...">``)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        node = ET.parse(xml).getroot().find(".//raw_file")
+    except (ET.ParseError, OSError):
+        return None
+    name = node.get("filename") if node is not None else None
+    if not name or Path(name).name != name:  # a bare name beside the .xml, nothing else
+        return None
+    return xml.parent / name
+
+
+# -- Direct Electron MRC (4-D scans with their *_info.txt) --------------------------------------
+def read_de_mrc(path: Path, opts: dict) -> Raw:
+    """A DE movie ``YYYYMMDD_N[_suffix]_movie.mrc``: rosettasciio reads the scan shape and axes from the
+    ``YYYYMMDD_N_info.txt`` beside it (4-D, lazy). Any other MRC is a 3-D stack of frames (needs ``nav_shape``)."""
+    _quiet_rsciio()
+    from rsciio.mrc._api import find_related_de_files
+
+    info = find_related_de_files(str(path)) if "movie" in path.name else {}
+    info_file = info.get("info_file")
+    if info_file is not None:
+        from .checks import check_path
+
+        check_path(Path(info_file))
+    raw = read_plugin("mrc", path, opts, reader="de-mrc" if info_file else "mrc",
+                      metadata_file=info_file if info_file else None, virtual_images=[], external_images=[])
+    raw.files = [path] + ([Path(info_file)] if info_file else [])
+    raw.data_file = path
+    raw.notes.append(f"scan shape and axes from {Path(info_file).name}" if info_file else
+                     "no DE *_info.txt beside the file: read as a stack of frames")
+    return raw
+
+
+# -- NanoMegas TopSpin .app5 -------------------------------------------------------------------
+def read_topspin(path: Path, opts: dict) -> Raw:
+    """rosettasciio's topspin reader (not lazy: it reads the frames into memory; refused beyond half the free
+    memory). ``key`` picks a signal (index or title) when the file holds several."""
+    from ..dataset import available_memory
+
+    size = path.stat().st_size
+    if size > 0.5 * available_memory():
+        raise ReaderError(f"rosettasciio reads TopSpin files into memory, and this one ({size / 2**30:.1f} GiB) is "
+                          "larger than half the free memory", path=path,
+                          hint="export the 4D-STEM dataset from TopSpin to HDF5 (or read it on a larger machine)")
+    _quiet_rsciio()
+    mod = importlib.import_module("rsciio.topspin")
+    dicts = mod.file_reader(str(path), lazy=False, show_progressbar=False)
+    if not dicts:
+        raise ReaderError("no dataset in the TopSpin file", path=path, hint="check the export from TopSpin")
+    d, notes = pick_signal(dicts, path, opts.get("key"))
+    check_axes(d, path)
+    return Raw(d["data"], "topspin", calibration=calibration_from(d), notes=notes + ["read into memory"],
+               metadata={"original_metadata": d.get("original_metadata") or {}})
+
+
+# -- TVIPS -------------------------------------------------------------------------------------
+def read_tvips(path: Path, opts: dict) -> Raw:
+    """TVIPS stream files ``NAME_000.tvips`` (+ ``_001`` ...), lazily. The file does not store the scan shape:
+    ``nav_shape=(scan_y, scan_x)`` gives it (else rosettasciio's guess from the frames' scan indices is tried)."""
+    if not path.name.lower().endswith("_000.tvips"):
+        raise ReaderError("a TVIPS recording is opened by its first file, NAME_000.tvips", path=path,
+                          hint="open the file ending in _000.tvips")
+    nav = opts.get("nav_shape")
+    notes = []
+    parts = sorted(path.parent.glob(path.name[:-9] + "[0-9][0-9][0-9]" + path.suffix))
+    if nav is not None:
+        dicts = call_reader("tvips", path, scan_shape=tuple(int(n) for n in nav))
+        notes.append("scan shape from the nav_shape option")
+    else:
+        try:
+            dicts = call_reader("tvips", path, scan_shape="auto")
+            notes.append("scan shape reconstructed by rosettasciio from the frames' scan indices")
+        except Exception:  # noqa: BLE001 - no scan indices: a stack that needs nav_shape
+            dicts = call_reader("tvips", path)
+    d, more = pick_signal(dicts, path, opts.get("key"))
+    check_axes(d, path)
+    return Raw(d["data"], "tvips", calibration=calibration_from(d), notes=notes + more,
+               metadata={"original_metadata": d.get("original_metadata") or {}}, files=parts or [path],
+               data_file=path)
