@@ -272,7 +272,8 @@ def describe(ds) -> dict:
         "size_bytes": ds.nbytes,
         "calibration": ds.calibration.to_dict(),
         "provenance": prov,
-        "source": source_provenance(prov.get("source_path")),
+        "source": source_provenance(prov.get("source_path"), data_file=prov.get("data_file"),
+                                    files=prov.get("files")),
     }
 
 
@@ -344,10 +345,15 @@ def cmd_info(args) -> int:
         print(f"  options     {d['provenance']['options']}")
     for note in d["provenance"].get("notes") or []:
         print(f"  note        {note}")
+    if len(src_files := d["source"].get("files") or []) > 1:
+        for f in src_files:
+            print(f"  file read   {f['path']} ({f['size']} bytes)")
     src = d["source"]
     if src.get("header_sha256"):
         what = (f"first {src['header_bytes']} bytes" if "header_bytes" in src
                 else f"metadata files {', '.join(src.get('header_files', []))}")
+        if src.get("data_file"):
+            what += f" of {src['data_file']}"
         print(f"  sha256 of {what}  {src['header_sha256']}")
     return 0
 
@@ -422,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     debug = getattr(args, "debug", False)
+    _one_line_warnings(debug)
     old_term = _on_sigterm()
     writes = "; no results file was written" if args.command == "analyze" else ""
     try:
@@ -461,6 +468,24 @@ def main(argv: list[str] | None = None) -> int:
         from .results import release_outputs
 
         release_outputs()  # a reserved temporary file the analysis did not use
+
+
+def _one_line_warnings(debug: bool) -> None:
+    """Python warnings as one line each on stderr (``--debug``: with their source)."""
+    import warnings
+
+    if debug:
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        stream = file or sys.stderr
+        try:
+            stream.write(f"{PROG}: warning: {str(message).splitlines()[0] if str(message) else category.__name__}\n")
+        except (OSError, ValueError):
+            pass
+
+    warnings.showwarning = show
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="numpy")  # the checks say what is wrong
 
 
 def _quiet_stdout() -> None:

@@ -416,6 +416,9 @@ def check_output(path, overwrite: bool = False, what: str = "file", sources=(), 
         if path.is_symlink():
             raise WriteError("is a symbolic link; replacing it would not write where it points", path=path,
                              hint="give the link's target, or remove the link")
+        if not path.is_file():
+            raise WriteError("is not a regular file (a device, pipe or socket); it is never replaced", path=path,
+                             hint="give a file name")
     tag = _tag(path)
     for _p, host, pid, t in _temp_files(parent):
         if t == tag and host == _HOST and pid != os.getpid() and _alive(pid):

@@ -128,7 +128,7 @@ def _reattach(r: Results):
         return None
     saved = r.provenance.get("header_sha256")
     if saved:
-        now = source_provenance(src).get("header_sha256")
+        now = source_provenance(src, data_file=r.provenance.get("data_file")).get("header_sha256")
         if now and now != saved:
             show_warning(f"{src} is not the file these results were made from (its contents differ): maps only, "
                          "not reattached")

@@ -60,6 +60,8 @@ def check_options(path, options: dict) -> dict:
                                 (isinstance(key, (int, np.integer)) and not isinstance(key, bool))):
         raise ReaderError(f"key={key!r} is not a name or a signal index", path=path,
                           hint="pass the array's name or path as a string")
+    if key is not None:
+        opts["key"] = str(key)  # member names are strings; rosettasciio readers take digits as an index
     for flag in ("lazy", "fill_missing", "allow_outside"):
         if flag in opts and not isinstance(opts[flag], (bool, np.bool_)):
             raise ReaderError(f"{flag}={opts[flag]!r} is not True or False", path=path)

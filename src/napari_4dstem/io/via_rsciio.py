@@ -287,6 +287,8 @@ def read_merlin(path: Path, opts: dict) -> Raw:
     frame_bytes, height, width, code = _mib_frame(path)
     size = path.stat().st_size
     n_frames, rest = divmod(size, frame_bytes)
+    if path.with_suffix(".hdr").exists():
+        check_path(path.with_suffix(".hdr"))  # rosettasciio reads it too: never a FIFO
     hdr = _parse_hdr(path.with_suffix(".hdr"))
     n_hdr = _int(hdr.get("Frames in Acquisition (Number)"))
     nav_opt = opts.get("nav_shape")
@@ -344,7 +346,8 @@ def read_blockfile(path: Path, opts: dict) -> Raw:
 # -- EMPAD --------------------------------------------------------------------------------------
 def read_empad(path: Path, opts: dict) -> Raw:
     if path.suffix.lower() == ".raw":
-        xmls = [p for p in path.parent.glob("*.xml") if path.name in p.read_text(errors="replace")]
+        xmls = [p for p in path.parent.glob("*.xml")
+                if p.is_file() and p.stat().st_size < 2**20 and path.name in p.read_text(errors="replace")]
         if len(xmls) != 1:
             raise ReaderError("an EMPAD .raw file is read through its .xml description, which was not found "
                               "beside it", path=path, hint="open the .xml file of the acquisition")
@@ -429,6 +432,10 @@ def read_tvips(path: Path, opts: dict) -> Raw:
     nav = opts.get("nav_shape")
     notes = []
     parts = sorted(path.parent.glob(path.name[:-9] + "[0-9][0-9][0-9]" + path.suffix))
+    from .checks import check_path
+
+    for part in parts:
+        check_path(part)  # every file rosettasciio will open: regular files only
     if nav is not None:
         dicts = call_reader("tvips", path, scan_shape=tuple(int(n) for n in nav))
         notes.append("scan shape from the nav_shape option")
