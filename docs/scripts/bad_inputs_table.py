@@ -389,6 +389,12 @@ def _hardening_cases(z4) -> list[Case]:
         Case("virtual", "damaged zarr chunk met during a pass (scan row 1)",
              lambda d: virtual_image(load(_zarr_damaged_chunk(d)), kind="bf", outer=3), expect="scan row"),
         Case("load", "`key=''` (empty)", lambda d: load(_npy(d, "s.npy", z4), key=""), expect="key"),
+        Case("load", "`key=` on a `.npy` (one array)", lambda d: load(_npy(d, "s.npy", z4), key="x"),
+             expect="does not apply"),
+        Case("analyze", "`[preprocess] center` outside the detector",
+             lambda d: (_npy(d, "s.npy", rnd),
+                        _analyze(d, "--config", str(_toml(d, "[preprocess]\ncenter = [1e9, 1e9]\n"))))[-1],
+             cli=True, expect="outside the 8 x 8 detector"),
         Case("load", "`fill_missing='yes'`", lambda d: load(_npy(d, "s.npy", z4), fill_missing="yes"),
              expect="fill_missing"),
         # -- parameters: checked before the input is even opened (the input here does not exist) ---------------

@@ -456,15 +456,28 @@ def estimate(ds, params: dict) -> dict[str, Any]:
             "source_bytes": ds.nbytes, "passes": passes, "read_seconds": read_s, "results_bytes": results}
 
 
+def _check_centres(ds, p: dict, path) -> None:
+    """A detector centre given as (y, x) must lie on the detector (else the patterns are shifted off it)."""
+    h, w = ds.detector_shape
+    given = [("preprocess", (p.get("preprocess") or {}).get("center")), ("com", (p.get("com") or {}).get("center"))]
+    given += [(f"virtual.{k}", v.get("center")) for k, v in (p.get("virtual") or {}).items() if isinstance(v, dict)]
+    for section, c in given:
+        if isinstance(c, (list, tuple)) and len(c) == 2 and all(_is_num(v) for v in c):
+            if not (-0.5 <= float(c[0]) <= h - 0.5 and -0.5 <= float(c[1]) <= w - 0.5):
+                raise DataError(f"[{section}] center = {list(c)} is outside the {h} x {w} detector", path=path,
+                                hint=f"give (y, x) in detector pixels, 0 ... {h - 1} and 0 ... {w - 1}")
+
+
 def check_fits(ds, params: dict) -> None:
     """Refuse, before the first pass, what cannot finish: a preprocessed stack larger than half the free
     memory, or a scan too small for the rrVAE."""
     from .dataset import available_memory
 
     p = merge_params(params)
+    path = ds.provenance.source_path
+    _check_centres(ds, p, path)
     e = estimate(ds, p)
     free = available_memory()
-    path = ds.provenance.source_path
     if e["preprocessed_bytes"] > 0.5 * free:
         h, w = e["preprocessed_detector"]
         raise DataError(

@@ -214,7 +214,7 @@ def to_4d(raw: Raw, path, nav_shape=None, cube=None):
     notes: list[str] = []
     if cube is not None and len(shape) != 5:
         raise ReaderError(f"cube={cube} was given but the data is {len(shape)}-D {shape}, not 5-D", path=path,
-                          hint="leave out cube= (it picks one 4-D cube of a 5-D file)")
+                          hint="leave out the cube option (it picks one 4-D cube of a 5-D file)")
     if len(shape) == 5:
         if cube is None:
             raise ReaderError(

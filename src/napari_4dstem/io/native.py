@@ -22,6 +22,9 @@ def _read_npy_header(fh):
 
 
 def read_npy(path: Path, opts: dict) -> Raw:
+    if opts.get("key") is not None:
+        raise ReaderError(f"key={opts['key']!r} does not apply: a .npy file holds one array", path=path,
+                          hint="leave out the key option (it picks an array of an .npz, HDF5 or zarr file)")
     with open(path, "rb") as fh:
         shape, fortran, dtype = _read_npy_header(fh)
         offset = fh.tell()
