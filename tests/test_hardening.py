@@ -219,3 +219,41 @@ def test_damaged_block_names_file_and_rows(tmp_path):
             warnings.simplefilter("ignore")
             virtual_image(ds, kind="bf", outer=2, block_bytes=8 * 8 * 4 * 4)
     assert str(p) in str(e.value)
+
+
+def test_permission_denied_is_named_as_such(tmp_path, monkeypatch):
+    p = tmp_path / "s.npy"
+    np.save(p, np.ones((2, 2, 4, 4), np.float32))
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda f, mode: False if str(f) == str(p) else real(f, mode))
+    with pytest.raises(ReaderError, match="permission denied") as e:
+        load(p)
+    assert "copy the file again" not in str(e.value)
+
+
+def test_analyze_prints_an_estimate_before_the_first_pass(tmp_path):
+    np.save(tmp_path / "s.npy", np.random.default_rng(0).random((6, 6, 16, 16)).astype(np.float32))
+    r = _cli("analyze", tmp_path / "s.npy", "--out", tmp_path / "r.h5", "--no-rrvae", timeout=120)
+    assert r.returncode == 0, r.stderr
+    first = r.stderr.splitlines()[0]
+    assert "GiB of data" in first and "preprocessed stack 36 x 16 x 16" in first
+    import h5py as _h5
+
+    with _h5.File(tmp_path / "r.h5") as f:
+        assert "com" in f
+
+
+def test_concurrent_writer_is_refused_at_its_start(tmp_path):
+    from napari_4dstem import results as res
+
+    target = tmp_path / "r.h5"
+    res.reserve_output(target)
+    try:
+        (reserved,) = [p for p in tmp_path.iterdir() if p.name.startswith(res.TMP_PREFIX)]
+        np.save(tmp_path / "s.npy", np.random.default_rng(0).random((6, 6, 8, 8)).astype(np.float32))
+        r = _cli("analyze", tmp_path / "s.npy", "--out", target, "--no-rrvae", timeout=120)
+        assert r.returncode == 1 and "another napari-4dstem process" in r.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([reserved.name, "s.npy"])
+    finally:
+        res.release_outputs()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npy"]

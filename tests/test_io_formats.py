@@ -120,7 +120,8 @@ def test_half_known_scan_step_is_unknown():
 
 def test_beam_energy_kept_for_a_stack_with_nav_shape(tmp_path):
     d = np.ones((6, 5, 5), np.float32)
-    axes = [_ax("frames", 6, 1.0, "", True, 0), _ax("ky", 5, 0.1, "1/nm", False, 1), _ax("kx", 5, 0.1, "1/nm", False, 2)]
+    axes = [_ax("frames", 6, 1.0, "", True, 0), _ax("ky", 5, 0.1, "1/nm", False, 1),
+            _ax("kx", 5, 0.1, "1/nm", False, 2)]
     p = _hspy(tmp_path / "s.hspy", d, axes, {"Acquisition_instrument": {"TEM": {"beam_energy": 300.0}}})
     ds = load(p, nav_shape=(2, 3))
     assert ds.calibration.beam_energy_ev == 300_000.0

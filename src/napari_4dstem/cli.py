@@ -212,7 +212,7 @@ def _defect_models_arg(text: str):
 
 # -- commands ------------------------------------------------------------------------------------
 def cmd_analyze(args) -> int:
-    from .params import check_fits, check_params, estimate, merge_params
+    from .params import ASSUMED_READ_BYTES_PER_S, check_fits, check_params, estimate, merge_params
     from .pipeline import analyze
     from .results import check_output, preflight_output
 
@@ -240,7 +240,8 @@ def cmd_analyze(args) -> int:
         e = estimate(ds, merged)
         h, w = e["preprocessed_detector"]
         print(f"{PROG}: {ds.nbytes / 2**30:.3g} GiB of data, about {e['passes']} passes "
-              f"(~{e['read_seconds']:.0f} s of reading at {300} MiB/s); preprocessed stack {e['positions']} x {h} x {w} "
+              f"(~{e['read_seconds']:.0f} s of reading at {ASSUMED_READ_BYTES_PER_S // 2**20} MiB/s); "
+              f"preprocessed stack {e['positions']} x {h} x {w} "
               f"= {e['preprocessed_bytes'] / 2**20:.1f} MiB", file=sys.stderr)
     printer = None if args.quiet else TextProgress()
     try:

@@ -173,8 +173,9 @@ def _check_chunks(arr, path: Path, opts: dict, notes: list) -> None:
         return
     if stored >= expected:
         return
+    fill = arr.fill_value.item() if hasattr(arr.fill_value, "item") else arr.fill_value
     what = (f"{expected - stored} of the {expected} chunks of the zarr array are missing (they would read as the "
-            f"fill value {arr.fill_value!r})")
+            f"fill value {fill!r})")
     if not opts.get("fill_missing", False):
         raise ReaderError(what, path=path,
                           hint="copy the store again; if its writer skipped chunks equal to the fill value "
