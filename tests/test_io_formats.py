@@ -111,6 +111,14 @@ def test_cube_with_depth_and_probe_angle_axes_is_refused(tmp_path):
             _ax("R_y", 5, 0.5, "nm", False, 2), _ax("R_x", 5, 0.5, "nm", False, 3)]
     with pytest.raises(ReaderError, match=r"not \(scan, scan, detector, detector\)"):
         load(_hspy(tmp_path / "c.hspy", d, axes))
+    assert load(tmp_path / "c.hspy", force_axes=True).shape == (2, 3, 5, 5)
+
+
+def test_3d_array_of_scan_scan_bins_is_not_a_stack(tmp_path):
+    d = np.ones((4, 3, 5), np.float32)  # Prismatic 3-D output: (R_x, R_y, angle bins)
+    axes = [_ax("R_x", 4, 0.5, "nm", True, 0), _ax("R_y", 3, 0.5, "nm", True, 1), _ax("bins", 5, 1.0, "mrad", False, 2)]
+    with pytest.raises(ReaderError, match="not \\(frames, detector, detector\\)"):
+        load(_hspy(tmp_path / "b.hspy", d, axes), nav_shape=(2, 2))
 
 
 def test_half_known_scan_step_is_unknown():

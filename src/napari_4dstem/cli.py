@@ -116,6 +116,8 @@ def _reader_options(p: argparse.ArgumentParser) -> None:
                    help="read chunks or virtual sources the file lacks as the fill value (default: refuse)")
     g.add_argument("--allow-outside", action="store_true",
                    help="read HDF5 external / virtual sources outside the file's folder (default: refuse)")
+    g.add_argument("--force-axes", action="store_true",
+                   help="read a cube whose axes are not (scan, scan, detector, detector) as if they were")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_options(args) -> dict:
     opts = {k: v for k, v in (("key", args.key), ("nav_shape", args.nav_shape), ("cube", args.cube),
                               ("nan_policy", getattr(args, "nan_policy", None))) if v is not None}
-    for flag in ("fill_missing", "allow_outside"):
+    for flag in ("fill_missing", "allow_outside", "force_axes"):
         if getattr(args, flag, False):
             opts[flag] = True
     return opts
@@ -400,7 +402,8 @@ def _error(msg: str) -> None:
 # the core's hints name Python keywords; on the command line they are flags (always shown with a value)
 _FLAGS = {"key": ("--key", "NAME"), "cube": ("--cube", "I"), "nav_shape": ("--nav-shape", "SCAN_Y,SCAN_X"),
           "nan_policy": ("--nan-policy", "ignore"), "fill_missing": ("--fill-missing", None),
-          "allow_outside": ("--allow-outside", None), "overwrite": ("--overwrite", None)}
+          "allow_outside": ("--allow-outside", None), "force_axes": ("--force-axes", None),
+          "overwrite": ("--overwrite", None)}
 
 
 def _cli_words(msg: str) -> str:
@@ -417,7 +420,7 @@ def _cli_words(msg: str) -> str:
             return opt
         return f"{opt} {value or placeholder}"
 
-    return re.sub(r"\b(key|cube|nav_shape|nan_policy|fill_missing|allow_outside|overwrite)=('[^']*'|[\w\-.]*)",
+    return re.sub(r"\b(key|cube|nav_shape|nan_policy|fill_missing|allow_outside|force_axes|overwrite)=('[^']*'|[\w\-.]*)",
                   flag, msg)
 
 

@@ -160,6 +160,7 @@ TABLE: dict[str, dict[str, Param]] = {
         "lazy": boolean(),
         "fill_missing": boolean(),
         "allow_outside": boolean(),
+        "force_axes": boolean(),
     },
     "preprocess": {
         "bin_factor": integer(1, none=True),

@@ -68,6 +68,9 @@ def load(path, **options) -> Dataset4D:
     allow_outside : bool
         ``False`` (default): HDF5 external storage and virtual-dataset sources outside the file's folder are
         refused. ``True`` reads them (they are listed in ``provenance.files``).
+    force_axes : bool
+        ``False`` (default): a rosettasciio cube whose axes are not (scan, scan, detector, detector) by their
+        units and navigate flags is refused. ``True`` reads the axes as if they were.
 
     Returns
     -------

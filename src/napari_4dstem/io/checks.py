@@ -14,7 +14,7 @@ import numpy as np
 from ..dataset import Calibration
 from ..errors import DataError, FourDSTEMError, ReaderError
 
-OPTIONS = ("key", "nav_shape", "cube", "nan_policy", "lazy", "fill_missing", "allow_outside")
+OPTIONS = ("key", "nav_shape", "cube", "nan_policy", "lazy", "fill_missing", "allow_outside", "force_axes")
 
 
 @dataclass
@@ -62,7 +62,7 @@ def check_options(path, options: dict) -> dict:
                           hint="pass the array's name or path as a string")
     if key is not None:
         opts["key"] = str(key)  # member names are strings; rosettasciio readers take digits as an index
-    for flag in ("lazy", "fill_missing", "allow_outside"):
+    for flag in ("lazy", "fill_missing", "allow_outside", "force_axes"):
         if flag in opts and not isinstance(opts[flag], (bool, np.bool_)):
             raise ReaderError(f"{flag}={opts[flag]!r} is not True or False", path=path)
     return opts

@@ -144,10 +144,23 @@ def calibration_from(d: dict) -> Calibration:
     return cal
 
 
-def check_axes(d: dict, path: Path) -> None:
+def check_axes(d: dict, path: Path, opts: dict | None = None) -> None:
     """Refuse a cube whose last four axes are not (scan, scan, detector, detector): a depth or probe-angle axis
-    taken as the scan, or real-space axes taken as the detector, would give a plausible but wrong dataset."""
+    taken as the scan, or real-space axes taken as the detector, would give a plausible but wrong dataset.
+    A 3-D array must be (frames, detector, detector) by its axes' navigate flags. ``force_axes=True`` skips this."""
+    if (opts or {}).get("force_axes"):
+        return
     axes = _sorted_axes(d)
+    hint = ("napari-4dstem reads 4D-STEM cubes (scan_y, scan_x, det_y, det_x); save the data in that axis order, "
+            "or pass force_axes=True to read the axes as if they were")
+    if len(axes) == 3:
+        nav = [a.get("navigate") for a in axes]
+        if nav[0] is False or nav[1] is True or nav[2] is True:
+            desc = ", ".join(f"{a.get('name') or '?'} [{'navigation' if a.get('navigate') else 'signal'}]"
+                             for a in axes)
+            raise ReaderError(f"the 3-D array's axes are ({desc}), not (frames, detector, detector)", path=path,
+                              hint=hint)
+        return
     if len(axes) < 4:
         return
     last = axes[-4:]
@@ -168,8 +181,7 @@ def check_axes(d: dict, path: Path) -> None:
     if problems:
         desc = ", ".join(f"{a.get('name') or '?'} [{a.get('units') or '-'}]" for a in axes)
         raise ReaderError(f"the axes are ({desc}), not (scan, scan, detector, detector): {'; '.join(problems)}",
-                          path=path, hint="napari-4dstem reads 4D-STEM cubes (scan_y, scan_x, det_y, det_x); save "
-                                          "the data in that axis order")
+                          path=path, hint=hint)
 
 
 def pick_signal(dicts: list[dict], path: Path, key=None) -> tuple[dict, list[str]]:
@@ -204,7 +216,7 @@ def pick_signal(dicts: list[dict], path: Path, key=None) -> tuple[dict, list[str
 def read_plugin(plugin: str, path: Path, opts: dict, reader: str | None = None, **kwargs) -> Raw:
     dicts = call_reader(plugin, path, **kwargs)
     d, notes = pick_signal(dicts, path, opts.get("key"))
-    check_axes(d, path)
+    check_axes(d, path, opts)
     return Raw(d["data"], reader or plugin, calibration=calibration_from(d), notes=notes,
                metadata={"original_metadata": d.get("original_metadata") or {}})
 
@@ -392,8 +404,10 @@ def read_de_mrc(path: Path, opts: dict) -> Raw:
 
         check_path(Path(info_file))
     raw = read_plugin("mrc", path, opts, reader="de-mrc" if info_file else "mrc",
-                      metadata_file=info_file if info_file else None, virtual_images=[], external_images=[])
-    raw.files = [path] + ([Path(info_file)] if info_file else [])
+                      metadata_file=info_file if info_file else None, virtual_images=[], external_images=[],
+                      scan_file=info.get("scan_csv"))
+    raw.files = [path] + ([Path(info_file)] if info_file else []) + (
+        [Path(info["scan_csv"])] if info.get("scan_csv") else [])
     raw.data_file = path
     raw.notes.append(f"scan shape and axes from {Path(info_file).name}" if info_file else
                      "no DE *_info.txt beside the file: read as a stack of frames")
@@ -417,7 +431,7 @@ def read_topspin(path: Path, opts: dict) -> Raw:
     if not dicts:
         raise ReaderError("no dataset in the TopSpin file", path=path, hint="check the export from TopSpin")
     d, notes = pick_signal(dicts, path, opts.get("key"))
-    check_axes(d, path)
+    check_axes(d, path, opts)
     return Raw(d["data"], "topspin", calibration=calibration_from(d), notes=notes + ["read into memory"],
                metadata={"original_metadata": d.get("original_metadata") or {}})
 
@@ -446,7 +460,7 @@ def read_tvips(path: Path, opts: dict) -> Raw:
         except Exception:  # noqa: BLE001 - no scan indices: a stack that needs nav_shape
             dicts = call_reader("tvips", path)
     d, more = pick_signal(dicts, path, opts.get("key"))
-    check_axes(d, path)
+    check_axes(d, path, opts)
     return Raw(d["data"], "tvips", calibration=calibration_from(d), notes=notes + more,
                metadata={"original_metadata": d.get("original_metadata") or {}}, files=parts or [path],
                data_file=path)
