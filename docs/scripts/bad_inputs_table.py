@@ -242,6 +242,18 @@ def _h5_external(d: Path, target: str) -> Path:
     return p
 
 
+def _h5_link(d: Path) -> Path:
+    import h5py
+
+    (d / "elsewhere").mkdir()
+    with h5py.File(d / "elsewhere" / "t.h5", "w") as f:
+        f["data"] = np.ones((2, 2, 4, 4), np.float32)
+    (d / "here").mkdir()
+    with h5py.File(d / "here" / "link.h5", "w") as f:
+        f["x"] = h5py.ExternalLink(str(d / "elsewhere" / "t.h5"), "data")
+    return d / "here" / "link.h5"
+
+
 def _h5_vds(d: Path, source: Path, make_source: bool = True) -> Path:
     import h5py
 
@@ -384,6 +396,14 @@ def _hardening_cases(z4) -> list[Case]:
              expect="outside the file's folder"),
         Case("load", "HDF5 external storage pointing at /etc/passwd",
              lambda d: load(_h5_external(d, "/etc/passwd")), expect="outside the file's folder"),
+        Case("load", "HDF5 external link into a file outside its folder",
+             lambda d: load(_h5_link(d), key="x"), expect="outside the file's folder"),
+        Case("load", "compressed `.npz` with a wrong `nav_shape` (refused before decompressing)",
+             lambda d: (np.savez_compressed(d / "c.npz", a=z4), load(d / "c.npz", nav_shape=(2, 2)))[-1],
+             expect="holds 4 probe positions"),
+        Case("output", "`--out` inside the input zarr folder",
+             lambda d: (_zarr_damaged_chunk(d), _cli("analyze", "{d}/scan.zarr", "--out", "{d}/scan.zarr/r.h5")(d))[-1],
+             cli=True, expect="inside the input data folder"),
         Case("load", "HDF5 external storage file missing",
              lambda d: load(_h5_external(d, "raw.bin")), expect="missing"),
         Case("virtual", "damaged HDF5 chunk met during a pass (scan row 1)",

@@ -420,8 +420,8 @@ def _cli_words(msg: str) -> str:
             return opt
         return f"{opt} {value or placeholder}"
 
-    return re.sub(r"\b(key|cube|nav_shape|nan_policy|fill_missing|allow_outside|force_axes|overwrite)=('[^']*'|[\w\-.]*)",
-                  flag, msg)
+    names = "|".join(_FLAGS)
+    return re.sub(rf"\b({names})=('[^']*'|[\w\-.]*)", flag, msg)
 
 
 def main(argv: list[str] | None = None) -> int:

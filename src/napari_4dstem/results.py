@@ -408,6 +408,13 @@ def check_output(path, overwrite: bool = False, what: str = "file", sources=(), 
         if src and os.path.exists(src) and os.path.exists(path) and os.path.samefile(src, path):
             raise WriteError(f"the {what} would replace the input (source) data {src}", path=path,
                              hint="choose another output name")
+        if src and os.path.isdir(src):  # a zarr folder: nothing is written into the source data
+            try:
+                Path(os.path.realpath(parent)).relative_to(os.path.realpath(src))
+            except ValueError:
+                continue
+            raise WriteError(f"the {what} would be written inside the input data folder {src}", path=path,
+                             hint="write it beside the data, not into it")
     if os.path.lexists(path):
         if not overwrite:
             kind = "a dangling symbolic link" if (path.is_symlink() and not path.exists()) else "already exists"

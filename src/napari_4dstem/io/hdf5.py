@@ -193,6 +193,12 @@ def read_arina(f: h5py.File, path: Path, opts: dict) -> Raw:
             target = getattr(link, "filename", "?")
             raise ReaderError(f"the data file {target!r} linked as {n!r} is missing", path=path,
                               hint="keep the *_data_*.h5 files in the same folder as the master file") from e
+    for part in parts:
+        holder = Path(part.file.filename)
+        if not _inside(holder, path.parent) and not opts.get("allow_outside", False):
+            raise ReaderError(f"the data file {str(holder)!r} linked by the master file is outside its folder",
+                              path=path, hint="keep the *_data_*.h5 files beside the master file, or pass "
+                                              "allow_outside=True if you trust this file")
     if len(parts) == 1:
         data = parts[0]
     else:
@@ -266,6 +272,14 @@ def check_storage(raw: Raw, path: Path, opts: dict) -> None:
     allow_outside = bool(opts.get("allow_outside", False))
     fill = bool(opts.get("fill_missing", False))
     files = [path]
+    holder = Path(d.file.filename)  # an external link leads to a dataset in another file
+    if holder.resolve() != path.resolve():
+        if not _inside(holder, folder) and not allow_outside:
+            raise ReaderError(f"dataset {d.name!r} is an external link into {str(holder)!r}, outside the file's "
+                              "folder", path=path, hint="move that file beside this one, or pass allow_outside=True "
+                                                        "if you trust this file")
+        files.append(holder)
+        raw.data_file = raw.data_file or holder
     ext = d.external
     if ext:
         for name, _offset, _size in ext:

@@ -93,8 +93,15 @@ def read_npz(path: Path, opts: dict) -> Raw:
             data = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape),
                              order="F" if fortran else "C")
             return Raw(data, "npz", notes=notes)
-    # compressed (np.savez_compressed): a zip member cannot be memory-mapped
+    # compressed (np.savez_compressed): a zip member cannot be memory-mapped. Check dtype and shape options on a
+    # stand-in of the right shape first: a wrong option must not cost reading gigabytes.
     from ..dataset import available_memory
+    from .checks import check_dtype, to_4d
+
+    check_dtype(dtype, path)
+    stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, dtype=dtype), shape=tuple(shape),
+                                               strides=(0,) * len(shape))
+    to_4d(Raw(stand_in, "npz"), path, opts.get("nav_shape"), opts.get("cube"))
 
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if nbytes > 0.5 * available_memory():
