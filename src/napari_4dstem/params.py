@@ -302,9 +302,37 @@ def _bad(section: str, key: str, value, allowed: str, path) -> DataError:
     return DataError(f"{where} = {shown}: must be {allowed}", path=path)
 
 
+def signature_names(section: str) -> set[str]:
+    """Keyword arguments of the function a section feeds (a parameter added there and not yet in :data:`TABLE`
+    is accepted unchecked; tests/test_params.py makes sure the table covers them all)."""
+    import dataclasses
+    import inspect
+
+    if section == "preprocess":
+        from .preprocess import Preprocessing
+
+        return set(inspect.signature(Preprocessing).parameters)
+    if section == "com":
+        from .com import center_of_mass
+
+        return set(inspect.signature(center_of_mass).parameters) - {"data", "callback", "cancel"}
+    if section == "rrvae":
+        from .rrvae.config import RRVAEConfig
+
+        return {f.name for f in dataclasses.fields(RRVAEConfig)}
+    if section == "load":
+        from .io.checks import OPTIONS
+
+        return set(OPTIONS)
+    return set()
+
+
 def _check_table(section: str, given, spec: dict[str, Param], path) -> None:
     if not isinstance(given, dict):
         raise DataError(f"[{section}] must be a table of parameters, got {given!r:.60}", path=path)
+    extra = set(given) - set(spec)
+    if extra and section in ("preprocess", "com", "rrvae", "load"):
+        spec = {**spec, **{k: Param("any value", lambda v: True) for k in extra & signature_names(section)}}
     unknown = sorted(str(k) for k in set(given) - set(spec))
     if unknown:
         raise DataError(f"unknown [{section}] parameter(s) {unknown}", path=path,
