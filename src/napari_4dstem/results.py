@@ -744,7 +744,7 @@ def _read(f, path: Path) -> Results:
 
 
 def _check_calibration(cal: dict, path) -> None:
-    step = cal.get("scan_step", (None, None))
+    step = cal.get("scan_step") or (None, None)
     ok = isinstance(step, (list, tuple)) and len(step) == 2 and all(
         v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0)
         for v in step)
