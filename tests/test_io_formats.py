@@ -58,12 +58,26 @@ def test_topspin_app5(tmp_path):
     p = write_topspin(tmp_path / "scan.app5", d)
     ds = load(p)
     assert ds.shape == (3, 4, 8, 10) and ds.provenance.reader == "topspin"
+    assert not isinstance(ds.data, np.ndarray) and any("memory-mapped" in n for n in ds.provenance.notes)  # lazy
     np.testing.assert_array_equal(ds.rows(0, 3), d)
     step, pixel, shape = _rsciio_calibration(rsciio.topspin.file_reader(str(p), show_progressbar=False)[0]["axes"])
     assert shape == ds.shape
     assert ds.calibration.scan_step == pytest.approx(step) and step == pytest.approx((2.0, 3.0))
     assert ds.calibration.detector_pixel == pytest.approx(pixel) and pixel == pytest.approx((0.5, 0.25))
     assert ds.calibration.detector_unit == "mrad"
+
+
+def test_topspin_lazy_reads_only_the_rows_asked_for(tmp_path):
+    import dask.array as da
+
+    d = np.random.default_rng(3).random((4, 3, 6, 5)).astype(np.float32)
+    ds = load(write_topspin(tmp_path / "scan.app5", d, step_m=(1e-9, 1e-9)))
+    np.testing.assert_array_equal(ds.rows(1, 3), d[1:3])
+    np.testing.assert_array_equal(ds.frame(2, 1), d[2, 1])
+    np.testing.assert_array_equal(ds.data[1:3, 0, 2:4, ::2], d[1:3, 0, 2:4, ::2])
+    np.testing.assert_array_equal(da.from_array(ds.data, chunks=(2, -1, -1, -1)).compute(), d)
+    assert load(tmp_path / "scan.app5", nav_shape=(2, 6)).rows(0, 2).reshape(12, 6, 5).tolist() == \
+        d.reshape(12, 6, 5).tolist()
 
 
 def test_tvips_with_nav_shape(tmp_path):

@@ -415,10 +415,103 @@ def read_de_mrc(path: Path, opts: dict) -> Raw:
 
 
 # -- NanoMegas TopSpin .app5 -------------------------------------------------------------------
+def _topspin_groups(f) -> list:
+    """The 4D-STEM groups of a TopSpin file, where rosettasciio's reader looks for them: GUID-named groups at
+    the root (single experiment) or one level down (sessions), holding one numbered group per probe position."""
+    import h5py
+
+    def guid(name):
+        return [len(x) for x in name.split("-")] == [8, 4, 4, 4, 12]
+
+    parents = [f] if "Metadata" in f else [f[k] for k in f if guid(k) and isinstance(f[k], h5py.Group)]
+    out = []
+    for parent in parents:
+        for k in parent:
+            g = parent[k]
+            if guid(k) and isinstance(g, h5py.Group) and "0" in g and isinstance(g["0"].get("Data"), h5py.Dataset):
+                out.append(g)
+    return out
+
+
+def _topspin_lazy(path: Path, opts: dict) -> Raw | None:
+    """One 4D-STEM group whose frames lie at a constant stride in the file: a lazy strided memmap, with the
+    axes from rosettasciio's own topspin axis parser. None when that does not apply (rosettasciio reads it)."""
+    import h5py
+    from rsciio.topspin._api import _get_4D_axes
+
+    with h5py.File(path, "r") as f:
+        groups = _topspin_groups(f)
+        if len(groups) != 1 or opts.get("key") is not None:
+            return None
+        g = groups[0]
+        n = len(g)
+        first = g["0"]["Data"]
+        if first.chunks is not None or first.compression is not None:
+            return None
+        offsets = [g[str(i)]["Data"].id.get_offset() if str(i) in g else None for i in range(n)]
+        if any(o is None for o in offsets):
+            return None  # a frame never written, or numbered otherwise: rosettasciio's reader says what it finds
+        offsets = np.asarray(offsets, dtype=np.int64)
+        dtype, frame_shape = first.dtype, tuple(first.shape)
+        axes = _get_4D_axes(g)
+    sy, sx = int(axes[0]["size"]), int(axes[1]["size"])
+    if sy * sx != n or len(frame_shape) != 2:
+        return None
+    frame_bytes = int(np.prod(frame_shape)) * dtype.itemsize
+    if int(offsets.max()) + frame_bytes > path.stat().st_size:
+        raise ReaderError("the file is truncated: a frame lies beyond its end", path=path, hint="copy the file again")
+    data = OffsetFrames(path, offsets.reshape(sy, sx), frame_shape, dtype)
+    d = {"axes": axes, "metadata": {}}
+    return Raw(data, "topspin", calibration=calibration_from(d),
+               notes=["frames memory-mapped at their offsets (one dataset per probe position)"])
+
+
+class OffsetFrames:
+    """Frames stored one by one at known byte offsets of a file (TopSpin: one HDF5 dataset per probe position),
+    as a lazy 4-D array: indexing reads only the frames asked for, from a read-only memory map."""
+
+    def __init__(self, path: Path, offsets: np.ndarray, frame_shape: tuple, dtype):
+        self._mm = np.memmap(path, dtype=np.uint8, mode="r")
+        self._off = np.asarray(offsets, dtype=np.int64)
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(self._off.shape) + tuple(int(v) for v in frame_shape)
+        self.ndim = 4
+
+    def _frame(self, offset) -> np.ndarray:
+        return np.ndarray(self.shape[2:], dtype=self.dtype, buffer=self._mm, offset=int(offset))
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (4 - len(key) + 1) + key[i + 1:]
+        key = key + (slice(None),) * (4 - len(key))
+        offs = self._off[key[0], key[1]]
+        if np.ndim(offs) == 0:
+            return np.array(self._frame(offs)[key[2], key[3]])
+        out = np.empty(offs.shape + self.shape[2:], dtype=self.dtype)
+        for idx in np.ndindex(offs.shape):
+            out[idx] = self._frame(offs[idx])
+        return out[(Ellipsis, key[2], key[3])]
+
+    def __array__(self, dtype=None, copy=None):
+        a = self[:]
+        return a if dtype is None else a.astype(dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
 def read_topspin(path: Path, opts: dict) -> Raw:
-    """rosettasciio's topspin reader (not lazy: it reads the frames into memory; refused beyond half the free
-    memory). ``key`` picks a signal (index or title) when the file holds several."""
+    """TopSpin 4D-STEM data lazily (frames memory-mapped at their constant stride, axes from rosettasciio's
+    topspin parser); otherwise rosettasciio's topspin reader, which is not lazy (it reads the frames into memory;
+    refused beyond half the free memory). ``key`` picks a signal (index or title) when the file holds several."""
     from ..dataset import available_memory
+
+    _quiet_rsciio()
+    raw = _topspin_lazy(path, opts)
+    if raw is not None:
+        return raw
 
     size = path.stat().st_size
     if size > 0.5 * available_memory():
