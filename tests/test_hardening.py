@@ -257,3 +257,29 @@ def test_concurrent_writer_is_refused_at_its_start(tmp_path):
     finally:
         res.release_outputs()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npy"]
+
+
+def test_kill_9_leaves_a_temporary_that_the_next_write_removes(tmp_path):
+    import signal
+    import time
+
+    from napari_4dstem.results import Results, save_results
+
+    np.save(tmp_path / "s.npy", np.random.default_rng(0).random((8, 8, 16, 16)).astype(np.float32))
+    p = subprocess.Popen([sys.executable, "-m", "napari_4dstem.cli", "analyze", str(tmp_path / "s.npy"), "--out",
+                          str(tmp_path / "r.h5"), "--fast", "--epochs", "500", "-q"], env=ENV,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):  # the run reserves its temporary file before the first pass
+            if any(q.name.startswith(".n4d-") for q in tmp_path.iterdir()) or p.poll() is not None:
+                break
+            time.sleep(0.1)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(30)
+        left = [q for q in tmp_path.iterdir() if q.name.startswith(".n4d-")]
+        assert len(left) == 1  # what kill -9 leaves behind
+        save_results(tmp_path / "other.h5", Results(shape=(8, 8, 16, 16), dtype="float32"))
+        assert sorted(q.name for q in tmp_path.iterdir()) == ["other.h5", "s.npy"]
+    finally:
+        if p.poll() is None:
+            p.kill()
