@@ -202,6 +202,7 @@ def test_cli_hints_never_show_a_flag_without_a_value():
     assert _cli_words("a 5-D file with cube=") == "a 5-D file with --cube I"
     assert _cli_words("choose one with key=, e.g. key='a'") == "choose one with --key NAME, e.g. --key 'a'"
     assert _cli_words("or pass fill_missing=True to read") == "or pass --fill-missing to read"
+    assert _cli_words("nav_shape (3, 5) holds 15 probe positions") == "--nav-shape 3,5 holds 15 probe positions"
 
 
 def test_damaged_block_names_file_and_rows(tmp_path):

@@ -40,6 +40,7 @@ def test_de_mrc_4d_scan_with_info_file(tmp_path):
     assert ds.calibration.scan_step == pytest.approx(step) and ds.calibration.scan_unit == "nm"
     assert ds.calibration.detector_pixel == pytest.approx(pixel) and ds.calibration.detector_unit == "1/Å"
     assert str((tmp_path / "20240102_00042_info.txt").resolve()) in ds.provenance.files
+    assert any("Specimen Pixel Size X (nanometers) = 0.25" in n for n in ds.provenance.notes)
 
 
 def test_plain_mrc_is_a_stack_needing_nav_shape(tmp_path):

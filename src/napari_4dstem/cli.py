@@ -411,6 +411,7 @@ def _cli_words(msg: str) -> str:
 
     msg = re.sub(r"nav_shape=\((\d+), (\d+)\)", r"--nav-shape \1,\2", msg)
     msg = re.sub(r"nav_shape=\(scan_y, scan_x\)", "--nav-shape SCAN_Y,SCAN_X", msg)
+    msg = re.sub(r"\bnav_shape \((\d+), (\d+)\)", r"--nav-shape \1,\2", msg)
     msg = msg.replace("overwrite=True (--overwrite)", "--overwrite")
 
     def flag(m):

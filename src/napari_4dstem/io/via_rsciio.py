@@ -411,6 +411,11 @@ def read_de_mrc(path: Path, opts: dict) -> Raw:
     raw.data_file = path
     raw.notes.append(f"scan shape and axes from {Path(info_file).name}" if info_file else
                      "no DE *_info.txt beside the file: read as a stack of frames")
+    de = (raw.metadata.get("original_metadata") or {}).get("de_metadata") or {}
+    said = {k: de.get(k) for k in ("Specimen Pixel Size X (nanometers)", "Diffraction Pixel Size X") if k in de}
+    if said:  # rosettasciio 0.15 sets every DE axis scale to 1; show what the file says
+        raw.notes.append("calibration as rosettasciio reports it; the info file says "
+                         + ", ".join(f"{k} = {v}" for k, v in said.items()))
     return raw
 
 
