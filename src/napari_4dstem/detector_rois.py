@@ -25,20 +25,27 @@ LIVE_BYTES = 64 * 2**20
 
 
 def polygon_mask(shape: tuple[int, int], vertices) -> np.ndarray:
-    """Pixels whose centre lies inside the polygon ``vertices`` ``(n, 2)`` of ``(y, x)`` (even-odd rule)."""
+    """Pixels whose centre lies inside the polygon ``vertices`` ``(n, 2)`` of ``(y, x)`` or on its edge
+    (even-odd rule; a rectangle from (1, 2) to (4, 6) holds rows 1-4 and columns 2-6)."""
     v = np.asarray(vertices, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] != 2 or len(v) < 3:
         raise DataError(f"a polygon needs at least 3 (y, x) vertices, got an array of shape {v.shape}")
     yy, xx = np.indices(shape, dtype=np.float64)
     inside = np.zeros(shape, dtype=bool)
+    edge = np.zeros(shape, dtype=bool)
     y0, x0 = v[-1]
     for y1, x1 in v:
         crosses = (y1 > yy) != (y0 > yy)
         with np.errstate(divide="ignore", invalid="ignore"):
             xc = x1 + (yy - y1) * (x0 - x1) / (y0 - y1)
         inside ^= crosses & (xx < xc)
+        # on the edge (within 1e-6 px) counts as inside
+        dy, dx = y1 - y0, x1 - x0
+        L2 = dy * dy + dx * dx
+        t = np.clip(((yy - y0) * dy + (xx - x0) * dx) / L2, 0, 1) if L2 > 0 else np.zeros(shape)
+        edge |= np.hypot(yy - (y0 + t * dy), xx - (x0 + t * dx)) <= 1e-6
         y0, x0 = y1, x1
-    return inside
+    return inside | edge
 
 
 def rectangle_vertices(y0: float, x0: float, y1: float, x1: float) -> np.ndarray:
@@ -107,11 +114,11 @@ class ReducedCopy:
     detector_shape: tuple[int, int]
 
     def weights(self, mask: np.ndarray) -> np.ndarray:
-        """The mask as block weights: the fraction of each ``bin x bin`` block it covers, times the block area."""
+        """The mask as block weights: the fraction of each ``bin x bin`` block it covers (frames hold block sums)."""
         b = self.bin
         h, w = self.frames.shape[2:]
         m = np.asarray(mask, dtype=np.float32)[:h * b, :w * b]
-        return m.reshape(h, b, w, b).sum(axis=(1, 3))
+        return m.reshape(h, b, w, b).mean(axis=(1, 3))
 
     def image(self, mask: np.ndarray) -> np.ndarray:
         """Approximate virtual image on the full scan grid (nearest-neighbour upsampled where subsampled)."""

@@ -256,21 +256,28 @@ class RRVAEWidget(DockBase):
                 self.status.setText("the patterns changed during training: this model was dropped")
                 return
             if model.trained:
-                # the maps come from the best epoch, as on the command line (one function: rrvae_maps)
-                if model.best_epoch is not None and model.best_epoch in model.checkpoints:
-                    model.restore(model.best_epoch)
-                self.session.model = model
-                self.session.history = model.history
-                self._fill_epochs(model)
-                self.status.setText(f"trained {len(model.history)} epoch(s); encoding all patterns at epoch "
-                                    f"{model.epoch}…")
-                self.encode()
+                self.adopt_model(model)
             else:
                 self.status.setText("stopped before the first epoch finished: the previous model is kept")
 
         self.worker = self.start(lambda: model.iter_fit(patterns, com_magnitude=com_mag, com_angle=com_ang),
                                  on_return=lambda _hist: None, on_progress=progress, on_finish=finished)
         return self.worker
+
+    def adopt_model(self, model):
+        """Make a trained model the session's, at its best epoch, and encode its maps.
+
+        The best epoch (the paper's stopping rule) is what the command line saves too: both call
+        :func:`napari_4dstem.rrvae.maps.iter_rrvae_maps`.
+        """
+        if model.best_epoch is not None and model.best_epoch in model.checkpoints:
+            model.restore(model.best_epoch)
+        self.session.model = model
+        self.session.history = model.history
+        self.session.encoded = None
+        self._fill_epochs(model)
+        self.status.setText(f"trained {len(model.history)} epoch(s); encoding all patterns at epoch {model.epoch}…")
+        return self.encode()
 
     def encode(self):
         """The maps of the session's model at its loaded epoch, in a worker with progress; Stop cancels."""
