@@ -13,16 +13,10 @@ import numpy as np
 
 
 def _npz_arrays(path: Path) -> dict[str, tuple]:
-    out = {}
+    from .io.native import _npz_members  # the reader's own header parsing
+
     with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            if not info.filename.endswith(".npy"):
-                continue
-            with zf.open(info) as fh:
-                version = np.lib.format.read_magic(fh)
-                shape, _, dtype = np.lib.format._read_array_header(fh, version)
-            out[info.filename[:-4]] = (tuple(shape), np.dtype(dtype))
-    return out
+        return {k: (tuple(m[1]), np.dtype(m[3])) for k, m in _npz_members(zf).items()}
 
 
 def _h5_arrays(path: Path) -> dict[str, tuple]:
