@@ -98,21 +98,29 @@ def drag_speed(napari, get_session, quick):
     s.add_virtual_detector("ring", "annulus", inner=22, outer=40)
     _process(5)
     layer = s.detector_model.layers["detector ring"]
-    times = []
+    layer.selected_data = set(range(len(layer.data)))
+    times, drawn = [], []
     n = 30 if quick else 60
     for k in range(n):
-        d = [np.asarray(v) + np.array([0.5 * np.sin(k / 5), 0.5 * np.cos(k / 5)]) for v in layer.data]
+        step = np.array([0.5 * np.sin(k / 5), 0.5 * np.cos(k / 5)])
         t0 = time.perf_counter()
-        layer.data = d  # what napari does on each mouse move of a drag: the layer refreshes (set_data)
-        _process(1)  # and the scan canvas redraws
-        times.append(time.perf_counter() - t0)
+        # what napari's select tool does on each mouse move of a drag: shift the shapes, refresh the layer
+        # (set_data), which makes the session update the scan image from the reduced copy
+        for i in layer.selected_data:
+            layer._data_view.shift(i, step)
+        layer.refresh()
+        t1 = time.perf_counter()
+        _process(1)  # the canvases redraw
+        times.append(t1 - t0)
+        drawn.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     s._compute_exact("ring", wait=True)
     t_exact = time.perf_counter() - t0
-    fps = 1.0 / np.median(times)
+    fps, fps_drawn = 1.0 / np.median(times), 1.0 / np.median(drawn)
     print(f"\n[drag a virtual detector, scan 64 x 64 x 128 x 128 uint16] reduced copy "
           f"{s.live.frames.shape} built in {t_copy:.2f} s (once per dataset, in a worker in the GUI)")
-    print(f"  live update while dragging: {_ms(times)} -> {fps:.0f} updates/s  (target >= 10/s)")
+    print(f"  scan image updated per mouse move: {_ms(times)} -> {fps:.0f} updates/s  (target >= 10/s)")
+    print(f"  ... and both canvases redrawn: {_ms(drawn)} -> {fps_drawn:.1f} frames/s")
     print(f"  exact pass after release: {t_exact:.2f} s (worker with progress and Cancel in the GUI)")
     viewer.close()
 
@@ -235,13 +243,6 @@ def training(napari, argv, quick, get_session, open_workflow, wait_for, EventLoo
             import faulthandler
 
             faulthandler.cancel_dump_traceback_later()
-        probe.start()
-        t_enc = time.perf_counter()
-        _wait(lambda: s.encoded is not None, 120)
-        _process(5)
-        probe.stop()
-        print(f"  encoding and showing the maps: {time.perf_counter() - t_enc:.1f} s, longest event-loop stall "
-              f"{probe.max_stall_ms:.0f} ms  (target < 100 ms)")
         per_epoch_gui[clicks_hz] = np.mean([r["seconds"] for r in s.model.history])
         print(f"\n[sample {s.dataset.shape}, rrVAE fast mode, {epochs} epochs in a thread worker, "
               f"torch threads {s.model.config.threads}, clicks {clicks_hz}/s] {t_gui:.1f} s")
@@ -255,6 +256,14 @@ def training(napari, argv, quick, get_session, open_workflow, wait_for, EventLoo
         target = 200 if clicks_hz else 100
         print(f"  while training: longest event-loop stall {max(delays, default=0):.0f} ms, p95 of the timer's "
               f"delays {p95:.0f} ms (>100 ms stalls: {len(during)})  (target: none > {target} ms)")
+        enc_probe = EventLoopProbe(interval_ms=10, threshold_ms=100)
+        enc_probe.start()
+        t_enc = time.perf_counter()
+        _wait(lambda: s.encoded is not None, 300)
+        _process(5)
+        enc_probe.stop()
+        print(f"  encoding and showing the maps: {time.perf_counter() - t_enc:.1f} s, longest event-loop stall "
+              f"{enc_probe.max_stall_ms:.0f} ms  (target < 100 ms)")
     per_epoch_gui = per_epoch_gui[0]
     handler, drawn, recon = click_latency(viewer, s, w["Inspector"], n=40)
     print(f"\n[click after training, {len(viewer.layers)} scan layers + detector and Inspector canvases]")

@@ -82,7 +82,8 @@ def test_typed_calibration_rescales_both_spaces_and_survives_reopening(make_napa
     np.testing.assert_allclose(s.detector_model.scene.camera.center[-2:], (7 * 1.5 / 2, 11 * 1.5 / 2), atol=1.0)
     # the drawn detector kept its place on the detector (pixels), drawn in mrad now
     shapes = s.detector_model.layers["detector disc"]
-    np.testing.assert_allclose(np.asarray(shapes.data[0]).mean(axis=0), (3.5 * 1.5, 5.5 * 1.5))
+    np.testing.assert_allclose(np.asarray(shapes.data[0]).mean(axis=0), (3.5, 5.5))  # detector pixels
+    np.testing.assert_allclose(shapes.scale, (1.5, 1.5))  # drawn in mrad like the pattern
     out = tmp_path / "res.h5"
     dock.save(str(out))
 

@@ -84,6 +84,15 @@ def needed_options(path, **given) -> dict:
     except FourDSTEMError:
         pass
     arrays = list_arrays(path)
+    shapes = [s for s, _ in arrays.values()]
+    five = [s for s in shapes if len(s) == 5]
+    if "cube" not in given:
+        try:  # a 5-D file whose reader finds the array itself: only the cube is missing
+            load(path, **given, cube=0)
+            # (a file may store the cubes as one 5-D array or, as Prismatic does, one array per cube)
+            return {"cube": int(five[0][0]) if five else max(1, len(arrays))}
+        except FourDSTEMError:
+            pass
     need: dict = {}
     key = given.get("key")
     if key is None and len(arrays) > 1:

@@ -253,3 +253,26 @@ def update_image(layer, image: np.ndarray) -> None:
         layer.refresh(thumbnail=False, extent=False, highlight=False)
     else:
         layer.data = np.array(image, copy=True)
+
+
+def nice_limits(lo: float, hi: float, digits: int = 2) -> tuple[float, float]:
+    """``lo`` rounded down and ``hi`` up to ``digits`` significant digits of the range (never narrower)."""
+    import math
+
+    lo, hi = float(lo), float(hi)
+    if not hi > lo:
+        return lo, lo + (abs(lo) * 1e-6 or 1e-12)
+    step = 10.0 ** (math.floor(math.log10(hi - lo)) - digits + 1)
+    return math.floor(lo / step) * step, math.ceil(hi / step) * step
+
+
+def set_limits(layer, lo: float, hi: float, keep_close: bool = False) -> None:
+    """Set contrast limits only when they change (rounded outward): each change redraws the layer's colourbar,
+    which was most of a click's time. ``keep_close``: keep the current limits while they hold the new range and
+    it spans at least 70 % of them (scrubbing through similar patterns redraws no colourbar)."""
+    a, b = (float(v) for v in layer.contrast_limits)
+    if keep_close and a <= lo and hi <= b and (hi - lo) >= 0.7 * (b - a):
+        return
+    lim = nice_limits(lo, hi)
+    if (a, b) != lim:
+        layer.contrast_limits = lim

@@ -101,6 +101,7 @@ class InspectorWidget(DockBase):
             layer.colorbar.visible = True
             self.layers[name] = layer
         self.images: dict = {}
+        self._units: dict = {}
         self.r = float("nan")
         self.last_update_s = float("nan")  # click -> numbers (and the input panel before training) updated
         self.last_recon_s = float("nan")  # click -> reconstructions shown
@@ -141,8 +142,9 @@ class InspectorWidget(DockBase):
         """Update panel ``name`` in place; ``image=None`` blanks it (transparent)."""
         layer = self.layers[name]
         units = detector_layer_kwargs(self.session.dataset.calibration)["units"]
-        if layer.units != units:  # every panel in the detector unit, shown or not: one unit per canvas
+        if self._units.get(name) != units:  # every panel in the detector unit, shown or not: one unit per canvas
             layer.units = units
+            self._units[name] = units
         if image is None:
             self.images.pop(name, None)
             if layer.opacity != 0.0:
@@ -152,9 +154,9 @@ class InspectorWidget(DockBase):
         self.images[name] = image
         update_image(layer, image)
         geo = panel_geometry(self.session, image.shape)
-        if tuple(layer.scale) != tuple(geo["scale"]):
+        if not np.allclose(layer.scale, geo["scale"]):
             layer.scale = geo["scale"]
-        if tuple(layer.translate) != tuple(geo["translate"]):
+        if not np.allclose(layer.translate, geo["translate"]):
             layer.translate = geo["translate"]
         if layer.opacity != 1.0:
             layer.opacity = 1.0
@@ -182,8 +184,24 @@ class InspectorWidget(DockBase):
         return out
 
     def _apply_contrast(self):
-        for name, lim in self.contrast().items():
-            self.layers[name].contrast_limits = lim
+        from ._common import nice_limits, set_limits
+
+        lims = self.contrast()
+        shared = [n for n in SHARED if n in lims]
+        if shared and not self.per_panel.isChecked():
+            # one decision for the shared panels, so that they always keep one contrast
+            lo, hi = lims[shared[0]]
+            a, b = (float(v) for v in self.layers[shared[0]].contrast_limits)
+            keep = all(tuple(self.layers[n].contrast_limits) == (a, b) for n in shared) and a <= lo and hi <= b \
+                and (hi - lo) >= 0.7 * (b - a)
+            if not keep:
+                lim = nice_limits(lo, hi)
+                for n in shared:
+                    if tuple(self.layers[n].contrast_limits) != lim:
+                        self.layers[n].contrast_limits = lim
+            lims = {n: v for n, v in lims.items() if n not in shared}
+        for name, lim in lims.items():
+            set_limits(self.layers[name], *lim)
 
     def update_pixel(self, iy: int, ix: int):
         """Show pixel ``(iy, ix)``; the time it took is kept in ``last_update_s``."""

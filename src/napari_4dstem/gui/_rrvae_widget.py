@@ -308,22 +308,44 @@ class RRVAEWidget(DockBase):
         return self.worker
 
     def show_maps(self, enc, residual=None, outlier=None):
-        """Show the encoded maps (angle, latents, sds) and, if given, the reconstruction-error and outlier maps."""
+        """Show the encoded maps (angle, latents, sds) and, if given, the reconstruction-error and outlier maps.
+
+        One layer per turn of the event loop (adding a layer costs a redraw of the canvases: all at once stalled
+        the GUI for seconds under a software renderer); ``session.encoded`` is set when all are shown.
+        """
+        from qtpy.QtCore import QTimer
+
         s = self.session
-        s.encoded = enc
+        model = s.model
+        todo = []
         if residual is not None:
-            s.show_map(RESIDUAL_NAME, np.asarray(residual, dtype=np.float32), colormap="inferno")
+            todo.append((RESIDUAL_NAME, np.asarray(residual, dtype=np.float32), {"colormap": "inferno"}))
         if outlier is not None:
-            s.show_map(OUTLIER_NAME, np.asarray(outlier, dtype=np.float32), colormap="magma")
-        s.show_map("rrVAE angle", np.asarray(enc.angle), colormap="twilight", contrast_limits=(-math.pi, math.pi))
+            todo.append((OUTLIER_NAME, np.asarray(outlier, dtype=np.float32), {"colormap": "magma"}))
+        todo.append(("rrVAE angle", np.asarray(enc.angle), {"colormap": "twilight",
+                                                            "contrast_limits": (-math.pi, math.pi)}))
         lat, sd = np.asarray(enc.latents), np.asarray(enc.latent_sd)
         for k in range(lat.shape[0]):
-            s.show_map(f"rrVAE z{k + 1}", lat[k], colormap="viridis")
-            s.show_map(f"rrVAE sd{k + 1}", sd[k], colormap="gray", visible=False)
-        epoch = getattr(enc, "parameters", {}).get("epoch")
-        self.status.setText(f"rrVAE maps shown ({lat.shape[0]} latents, epoch {epoch})")
-        s.model_changed.emit(s.model)
-        s.maps_changed.emit(enc)
+            todo.append((f"rrVAE z{k + 1}", lat[k], {"colormap": "viridis"}))
+            todo.append((f"rrVAE sd{k + 1}", sd[k], {"colormap": "gray", "visible": False}))
+
+        def step():
+            from ._common import alive
+
+            if not alive(self) or s.model is not model:
+                return  # the dock closed or the model changed meanwhile
+            if todo:
+                name, data, kw = todo.pop(0)
+                s.show_map(name, data, **kw)
+                QTimer.singleShot(0, step)
+                return
+            s.encoded = enc
+            epoch = getattr(enc, "parameters", {}).get("epoch")
+            self.status.setText(f"rrVAE maps shown ({lat.shape[0]} latents, epoch {epoch})")
+            s.model_changed.emit(s.model)
+            s.maps_changed.emit(enc)
+
+        step()
 
     # -- defect map from several models -------------------------------------------------------
     def toggle_average(self):

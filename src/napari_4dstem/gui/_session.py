@@ -370,6 +370,17 @@ class Session(SessionState):
             self._detector_dock = viewer.window.add_plugin_dock_widget(PLUGIN, "Detector")
         except Exception:  # noqa: BLE001 - no window (headless model) or manifest not registered
             self._detector_dock = None
+            return
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, self._fit_if_alive)  # once the dock is laid out, the canvases have their size
+
+    def _fit_if_alive(self):
+        if self.viewer is not None and self.dataset is not None:
+            try:
+                self.fit()
+            except RuntimeError:  # the window closed meanwhile
+                pass
 
     # -- the pattern shown in detector space ------------------------------------------------------
     def set_display(self, **changes):
@@ -402,17 +413,26 @@ class Session(SessionState):
         frame = self.shown_pattern()
         if layer is None or frame is None:
             return
+        from ._common import set_limits
+
         img = display_image(frame, self.display["scaling"])
         update_image(layer, img)
-        layer.gamma = float(self.display["gamma"]) if self.display["scaling"] == "power" else 1.0
-        layer.contrast_limits = display_limits(img, self.display["contrast"], float(self.display["percentile"]))
+        gamma = float(self.display["gamma"]) if self.display["scaling"] == "power" else 1.0
+        if layer.gamma != gamma:
+            layer.gamma = gamma
+        set_limits(layer, *display_limits(img, self.display["contrast"], float(self.display["percentile"])),
+                   keep_close=True)
         src = self.display["source"]
         iy, ix = self.selected
         title = {"selection": f"pattern at ({iy}, {ix})", "mean": "mean pattern",
                  "region": "mean of the scan region"}.get(src, src)
         text = _overlays(self.detector_model).text
-        text.text = f"{title} · {self.display['scaling']} · {detector_units(self.dataset.calibration)[1]}"
-        text.visible = True
+        label = f"{title} · {self.display['scaling']} · {detector_units(self.dataset.calibration)[1]}"
+        if text.text != label:
+            text.text = label
+        if not text.visible:
+            text.position = "top_left"
+            text.visible = True
 
     def compute_mean(self, wait: bool = False):
         """The mean pattern of the whole scan (a worker with progress; ``wait`` for scripts)."""
@@ -462,7 +482,7 @@ class Session(SessionState):
             self._adopting = True
             try:
                 layer = self.viewer.add_shapes(name=REGION_NAME, edge_color="cyan", face_color="transparent",
-                                               edge_width=0.3, metadata={META_KEY: {"role": "region"}},
+                                               edge_width=0.4, metadata={META_KEY: {"role": "region"}},
                                                **self.scan_layer_kwargs())
             finally:
                 self._adopting = False
@@ -476,8 +496,7 @@ class Session(SessionState):
         layer = self._find(REGION_NAME)
         if layer is None or not len(layer.data):
             return
-        sy, sx = self.scan_scale()
-        verts = np.asarray(layer.data[-1])[:, -2:] / np.array([sy, sx])
+        verts = np.asarray(layer.data[-1])[:, -2:]  # scan pixels (data coordinates; the layer has the scan scale)
         try:
             self.region_mean(vertices=verts, wait=False)
         except DataError as e:
@@ -496,7 +515,7 @@ class Session(SessionState):
         if marker is not None:
             # move the one point in place: replacing Points data (or translate) re-runs napari's dims update
             marker.data[0] = (iy, ix)
-            marker.refresh()
+            marker.refresh(thumbnail=False, extent=False)
         if self.display["source"] == "selection":
             self.refresh_pattern()
         self.selection_changed.emit(iy, ix)
@@ -679,15 +698,13 @@ class Session(SessionState):
         lname = f"detector {name}"
         layer = self._find(lname, self.detector_model)
         dkw = detector_layer_kwargs(self.dataset.calibration)
-        scale = np.asarray(dkw["scale"])
-        world = [d * scale for d in data]  # shapes are drawn in world coordinates of the layer's scale 1
+        world = data  # in detector pixels: the layer has the pattern's scale and units
         self._syncing = True
         try:
             if layer is None:
                 layer = self.detector_model.add_shapes(
                     world, shape_type=types, name=lname, edge_color="cyan", face_color="transparent",
-                    edge_width=float(np.mean(scale)) * 0.6, units=dkw["units"], axis_labels=DET_LABELS,
-                    metadata={META_KEY: {"role": "detector", "name": name}})
+                    edge_width=0.6, metadata={META_KEY: {"role": "detector", "name": name}}, **dkw)
                 layer.events.set_data.connect(lambda e, n=name: self._on_detector_drag(n))
                 layer.events.data.connect(lambda e, n=name: self._on_detector_edit(n, e))
             else:
@@ -699,17 +716,14 @@ class Session(SessionState):
         return layer
 
     def _sync_detector_shapes(self):
-        for name, spec in list(self.detectors.items()):
-            if self._find(f"detector {name}", self.detector_model) is not None:
-                self._detector_shapes(name, spec)
+        pass  # shapes are in detector pixels: the new scale (set with every layer's) places them
 
     def spec_from_layer(self, name: str) -> dict | None:
         """The detector's geometry read back from its (dragged) shapes, in detector pixels."""
         layer = self._find(f"detector {name}", self.detector_model)
         if layer is None or not len(layer.data):
             return None
-        scale = np.asarray(detector_layer_kwargs(self.dataset.calibration)["scale"])
-        shapes = [np.asarray(d)[:, -2:] / scale for d in layer.data]
+        shapes = [np.asarray(d)[:, -2:] for d in layer.data]  # detector pixels (data coordinates)
         types = list(layer.shape_type)
         old = self.detectors.get(name, {})
         if all(t == "ellipse" for t in types):
