@@ -128,7 +128,7 @@ class DataWidget(DockBase):
         lay.addLayout(fmts)
         lay.addStretch(1)
 
-        self.reopen_btn.clicked.connect(lambda: self.open_path(self._pending_path, **self.reader_options()))
+        self.reopen_btn.clicked.connect(self._open_with_options)
         self.open_btn.clicked.connect(self._open)
         self.sample_btn.clicked.connect(self.load_sample)
         self.apply_cal_btn.clicked.connect(self.apply_calibration)
@@ -144,6 +144,14 @@ class DataWidget(DockBase):
         path, _ = QFileDialog.getOpenFileName(self, "Open 4D-STEM data or results")
         if path:
             self.open_path(path)
+
+    def _open_with_options(self):
+        try:
+            opts = self.reader_options()
+        except FourDSTEMError as e:
+            notify_error(e)
+            return None
+        return self.open_path(self._pending_path, **opts)
 
     def reader_options(self) -> dict:
         """The options chosen in "Reader options" (only those the file needs)."""
@@ -193,11 +201,6 @@ class DataWidget(DockBase):
         from ._layers import iter_cached_navigator
         from ._reader import is_results_file
 
-        try:
-            options = options or {}
-        except FourDSTEMError as e:
-            notify_error(e)
-            return None
         if is_results_file(path):
             try:
                 self.viewer.open(path, plugin=PLUGIN)

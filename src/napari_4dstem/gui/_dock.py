@@ -3,7 +3,7 @@ offers Run/Cancel buttons, and stops (and waits for) the viewer's workers when i
 from __future__ import annotations
 
 from qtpy.QtCore import QEvent, QObject, QTimer
-from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QSpinBox, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QSpinBox, QWidget
 
 from ._common import OptionalFloat, run_steps_in_worker
 from ._session import get_session

@@ -9,7 +9,7 @@ from qtpy.QtWidgets import (
 
 from napari_4dstem.errors import FourDSTEMError
 
-from ._common import AsyncPlot, error_message, notify_error, progress_bar
+from ._common import AsyncPlot, notify_error, progress_bar
 from ._dock import DockBase, _spin, run_button
 
 

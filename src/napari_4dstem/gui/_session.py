@@ -17,7 +17,7 @@ from napari_4dstem.dataset import Dataset4D
 from napari_4dstem.errors import DataError
 
 from ._layers import (
-    DET_LABELS, MARKER_NAME, META_KEY, NAVIGATOR_NAME, PATTERN_NAME, REGION_NAME, SCAN_ROLES, dataset_layers,
+    MARKER_NAME, META_KEY, NAVIGATOR_NAME, PATTERN_NAME, REGION_NAME, SCAN_ROLES, dataset_layers,
     detector_layer_kwargs, detector_units, iter_cached_navigator, ours, role_of, scan_layer_kwargs,
 )
 from ._state import SessionState
