@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
+
 OUT = Path(__file__).resolve().parent / "images"
 
 
@@ -41,11 +43,34 @@ def main(argv=None) -> int:
         show_dock(w, dock)
         balance_docks(w, 0.45)
         _settle()
+        s.fit()
+        _settle(5)
         p = args.out / f"{name}.png"
         viewer.screenshot(str(p), canvas_only=False)
         print("wrote", p)
 
+    # the two spaces: an annular detector in detector space, its image in scan space
+    wait_for(w["Detector"].add_detector("annulus", "ring", center=s.dataset.detector_center, inner=12, outer=24))
+    viewer.layers.selection.active = viewer.layers["virtual ring"]
+    shot("00_spaces", "Data")
     shot("01_data", "Data")
+    # a detector being dragged: the scan image follows from the reduced copy (live), exact after release
+    s.ensure_live(wait=True)
+    layer = s.detector_model.layers["detector ring"]
+    layer.data = [np.asarray(d) + np.array([6.0, 4.0]) for d in layer.data]  # detector pixels
+    layer.selected_data = {0, 1}
+    shot("07_virtual_drag", "Data")
+    # a region drawn in scan space: the detector view shows its mean pattern
+    region = w["Detector"].draw_region()
+    region.add_rectangles(np.array([[ny // 2 - 6, nx // 2 - 6], [ny // 2 + 6, nx // 2 + 6]]))  # scan pixels
+    t0 = time.perf_counter()
+    while s.region_pattern is None and time.perf_counter() - t0 < 60:
+        _settle(1)
+    region.mode = "pan_zoom"
+    shot("08_region", "Data")
+    s.set_display(source="selection")
+    region.data = []
+    viewer.layers["virtual ring"].visible = False
     w["Preprocess"].pca.setValue(12)
     wait_for(w["Preprocess"].run())
     shot("02_preprocess", "Preprocess")
@@ -81,7 +106,9 @@ def main(argv=None) -> int:
     viewer.layers.selection.active = viewer.layers["rrVAE outlier"]
     s.select(ny // 2, nx // 2)
     shot("06_outlier", "rrVAE")
-    viewer.close()
+    from napari_4dstem.gui.demo import close_cleanly
+
+    close_cleanly(viewer)
     return 0
 
 

@@ -14,8 +14,9 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari_4dstem.gui import _reader  # noqa: E402
-from napari_4dstem.gui._session import MARKER_NAME, PATTERN_NAME, get_session  # noqa: E402
+from napari_4dstem.gui import _layers, _reader  # noqa: E402
+from napari_4dstem.gui._layers import MARKER_NAME, PATTERN_NAME  # noqa: E402
+from napari_4dstem.gui._session import get_session  # noqa: E402
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-4dstem"
@@ -57,7 +58,8 @@ def test_reader_npy_gives_navigator_and_linked_pattern(make_napari_viewer, tmp_p
     viewer = make_napari_viewer()
     viewer.open(str(p), plugin=PLUGIN)
     names = [layer.name for layer in viewer.layers]
-    assert "navigator" in names and PATTERN_NAME in names and MARKER_NAME in names
+    assert "navigator" in names and MARKER_NAME in names
+    assert PATTERN_NAME not in names  # the pattern lives in detector space, never in the scan canvas
     nav = viewer.layers["navigator"]
     assert nav.data.shape == data.shape[:2]
     # navigator is the total intensity (sum image); reference computed independently in float64
@@ -65,19 +67,21 @@ def test_reader_npy_gives_navigator_and_linked_pattern(make_napari_viewer, tmp_p
     assert tuple(nav.axis_labels) == ("scan_y", "scan_x")
     s = get_session(viewer)
     assert s.dataset.shape == data.shape
-    pattern = viewer.layers[PATTERN_NAME]
+    pattern = s.pattern_layer
+    s.set_display(scaling="linear")
     # a click on the navigator selects that pixel and updates the one pattern layer in place
     n_layers = len(viewer.layers)
     click(viewer, (4.0, 2.2))
     assert s.selected == (4, 2)
-    assert viewer.layers[PATTERN_NAME] is pattern and len(viewer.layers) == n_layers
+    assert s.pattern_layer is pattern and len(viewer.layers) == n_layers
     np.testing.assert_array_equal(pattern.data, data[4, 2])
+    np.testing.assert_array_equal(s.pattern(), data[4, 2])
     np.testing.assert_array_equal(viewer.layers[MARKER_NAME].data, [[4, 2]])
     # dragging scrubs through pixels
     click(viewer, (1.0, 1.0), drag_to=[(1.0, 2.0), (2.0, 5.0)])
     assert s.selected == (2, 5)
     np.testing.assert_array_equal(pattern.data, data[2, 5])
-    # a click outside the scan (on the pattern inset) changes nothing
+    # a click outside the scan changes nothing
     click(viewer, (3.0, 30.0))
     assert s.selected == (2, 5)
     # arrow keys are bound on the viewer and move the selection
@@ -111,7 +115,7 @@ def _rss_anon_bytes() -> int:
 
 
 def test_reader_stays_lazy_on_a_2gib_memmap(tmp_path, monkeypatch):
-    monkeypatch.setattr(_reader, "ASYNC_NAVIGATOR_BYTES", 2**62)  # compute here, even if a viewer is around
+    monkeypatch.setattr(_layers, "ASYNC_NAVIGATOR_BYTES", 2**62)  # compute here, even if a viewer is around
     shape = (256, 256, 128, 128)  # 2 GiB of uint16, written only in two rows (sparse file)
     mm = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.uint16, shape=shape)
     mm[10, :, 60:68, 60:68] = 7
@@ -132,7 +136,7 @@ def test_reader_stays_lazy_on_a_2gib_memmap(tmp_path, monkeypatch):
 
 
 def test_big_file_navigator_comes_from_a_worker(make_napari_viewer, qtbot, tmp_path, monkeypatch):
-    monkeypatch.setattr(_reader, "ASYNC_NAVIGATOR_BYTES", 0)  # treat this small file as big
+    monkeypatch.setattr(_layers, "ASYNC_NAVIGATOR_BYTES", 0)  # treat this small file as big
     p, data = _npy(tmp_path, shape=(6, 7, 16, 12), name="async.npy")
     viewer = make_napari_viewer()
     viewer.open(str(p), plugin=PLUGIN)  # returns before the navigator is computed
@@ -147,11 +151,14 @@ def test_big_file_navigator_comes_from_a_worker(make_napari_viewer, qtbot, tmp_p
 def test_docks_come_from_the_manifest(make_napari_viewer):
     from napari_4dstem.gui._inspector import InspectorWidget
     from napari_4dstem.gui._rrvae_widget import RRVAEWidget
-    from napari_4dstem.gui._widgets import COMWidget, DataWidget, PreprocessWidget
+    from napari_4dstem.gui._com_widget import COMWidget
+    from napari_4dstem.gui._data_widget import DataWidget
+    from napari_4dstem.gui._detector_widget import DetectorWidget
+    from napari_4dstem.gui._preprocess_widget import PreprocessWidget
 
     viewer = make_napari_viewer()
     expected = {"Data": DataWidget, "Preprocess": PreprocessWidget, "COM / DPC": COMWidget, "rrVAE": RRVAEWidget,
-                "Inspector": InspectorWidget}
+                "Inspector": InspectorWidget, "Detector": DetectorWidget}
     sessions = set()
     for name, cls in expected.items():
         _, w = viewer.window.add_plugin_dock_widget(PLUGIN, name)
@@ -161,7 +168,7 @@ def test_docks_come_from_the_manifest(make_napari_viewer):
 
 
 def _docks(viewer, qtbot):
-    names = ("Data", "Preprocess", "COM / DPC", "rrVAE", "Inspector")
+    names = ("Data", "Preprocess", "COM / DPC", "rrVAE", "Inspector", "Detector")
     docks = {n: viewer.window.add_plugin_dock_widget(PLUGIN, n)[1] for n in names}
     qtbot.wait(10)  # the Inspector hooks the main window once the event loop has run
     return docks
@@ -190,7 +197,9 @@ def test_whole_workflow_on_the_sample(make_napari_viewer, qtbot, tmp_path, monke
     # COM: the map shown is the core's result for the same parameters, on the scan grid, linked
     docks["COM / DPC"].run()
     qtbot.waitUntil(lambda: s.com is not None, timeout=60_000)
-    ref = center_of_mass(ds, rotation="auto", flip="auto")
+    # the sample's detector is calibrated in mrad: COM is shown in mrad (issue 10, item 12)
+    ref = center_of_mass(ds, rotation="auto", flip="auto", units="mrad")
+    assert s.com.units == "mrad" and "mrad" in docks["COM / DPC"].status.text()
     mag = viewer.layers["COM magnitude"]
     np.testing.assert_allclose(mag.data, ref.magnitude, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(mag.scale, ds.calibration.scan_scale())
@@ -226,20 +235,31 @@ def test_whole_workflow_on_the_sample(make_napari_viewer, qtbot, tmp_path, monke
     assert s.selected == (5, 7)
     insp = docks["Inspector"]
     qtbot.waitUntil(lambda: insp.recon_pixel == (5, 7), timeout=30_000)  # reconstructions come from a worker
-    np.testing.assert_allclose(insp.layers["raw"].data, ds.frame(5, 7))
-    np.testing.assert_allclose(insp.layers["preprocessed"].data, s.preprocessed.frame(5, 7))
+    from napari_4dstem.gui._inspector import pixel_reconstructions
+
+    want = pixel_reconstructions(s.model, s.preprocessed.frame(5, 7))
     rec = insp.layers["reconstruction"].data
     assert rec.shape == s.preprocessed.detector_shape and np.isfinite(rec).all()
     np.testing.assert_allclose(rec, s.model.reconstruct(s.preprocessed.rows(5, 6)[:, 7:8])[0, 0], rtol=1e-5)
-    np.testing.assert_allclose(insp.layers["residual"].data, s.preprocessed.frame(5, 7) - rec, atol=1e-5)
+    # the residual is against the model's input (binned to its grid), not the raw pattern
+    size = s.model.view.size
+    assert insp.layers["model input"].data.shape == insp.layers["residual"].data.shape == (size, size)
+    np.testing.assert_allclose(insp.layers["residual"].data, want["model input"] - _bin(rec, size), atol=1e-4)
     assert insp.layers["canonical"].data.shape == rec.shape
+    # one contrast for input and reconstructions; a symmetric one for the residual
+    lims = {n: tuple(insp.layers[n].contrast_limits) for n in insp.layers}
+    assert lims["model input"] == lims["reconstruction"] == lims["canonical"]
+    assert lims["residual"][0] == pytest.approx(-lims["residual"][1])
+    # panels of different grids cover the same detector area
+    ext = {n: np.multiply(insp.layers[n].data.shape, insp.layers[n].scale) for n in insp.layers}
+    np.testing.assert_allclose(ext["model input"], ext["reconstruction"], rtol=1e-6)
+    assert all(insp.layers[n].name_overlay.visible and insp.layers[n].colorbar.visible for n in insp.layers)
     assert "(5, 7)" in insp.text.text() and "rrVAE angle" in insp.text.text() and "COM" in insp.text.text()
+    assert f"r(input, reconstruction) = {want['r']:.3f}" in insp.text.text()
     # rapid clicks: one reconstruction worker at a time, stale clicks are skipped, the last one is shown
-    from napari_4dstem.gui import _inspector
-
     started = []
-    real = _inspector.create_worker
-    monkeypatch.setattr(_inspector, "create_worker", lambda *a, **k: started.append(1) or real(*a, **k))
+    real = s.workers.start
+    monkeypatch.setattr(s.workers, "start", lambda *a, **k: started.append(1) or real(*a, **k))
     for k in range(6):
         s.select(k, 11 - k)
     qtbot.waitUntil(lambda: insp.recon_pixel == (5, 6), timeout=30_000)
@@ -251,6 +271,11 @@ def test_whole_workflow_on_the_sample(make_napari_viewer, qtbot, tmp_path, monke
     viewer2 = make_napari_viewer()
     viewer2.open(str(out), plugin=PLUGIN)
     np.testing.assert_allclose(viewer2.layers["rrVAE reconstruction error"].data, viewer.layers["rrVAE reconstruction error"].data)
+
+
+def _bin(img, size):
+    f = img.shape[0] // size
+    return img.reshape(size, f, size, f).mean(axis=(1, 3))
 
 
 def _ready_to_train(make_napari_viewer, qtbot):
@@ -320,7 +345,7 @@ def test_results_reopen_as_linked_layers(make_napari_viewer, qtbot, tmp_path):
     # the source still exists: it is reattached and clicking works again
     assert s2.dataset is not None and s2.dataset.shape == data.shape
     click(viewer2, (3.0, 4.0))
-    np.testing.assert_array_equal(viewer2.layers[PATTERN_NAME].data, data[3, 4])
+    np.testing.assert_array_equal(s2.pattern(), data[3, 4])
     assert s2.com is not None and float(s2.com.x[3, 4]) == pytest.approx(float(s.com.x[3, 4]))
 
 
@@ -368,14 +393,16 @@ def test_data_dock_opens_in_a_worker_and_exports_virtual_maps(make_napari_viewer
     assert s.dataset.shape == data.shape
     np.testing.assert_allclose(viewer.layers["navigator"].data, data.sum(axis=(2, 3), dtype=np.float64), rtol=1e-5)
     # virtual detectors: an annular dark field and a bright field that add up to at most the total
-    docks["COM / DPC"].run_virtual()
-    qtbot.waitUntil(lambda: "virtual adf" in viewer.layers, timeout=60_000)
-    bf, adf = viewer.layers["virtual bf"].data, viewer.layers["virtual adf"].data
+    docks["Detector"].add_preset("bf")
+    docks["Detector"].add_preset("adf")
+    qtbot.waitUntil(lambda: "virtual ADF" in viewer.layers and "virtual BF" in viewer.layers, timeout=60_000)
+    qtbot.waitUntil(lambda: not s.workers.running(), timeout=60_000)
+    bf, adf = viewer.layers["virtual BF"].data, viewer.layers["virtual ADF"].data
     assert bf.shape == adf.shape == (5, 6)
     assert np.all(bf + adf <= data.sum(axis=(2, 3)) + 1e-6)
     out = docks["Data"].export(str(tmp_path / "maps"))
     names = {q.name for q in out}
-    assert {"navigator.tif", "navigator.png", "virtual_bf.tif", "virtual_adf.png"} <= names
+    assert {"navigator.tif", "navigator.png", "virtual_BF.tif", "virtual_ADF.png"} <= names
     assert not any(n.endswith(".hspy") for n in names)  # not ticked by default
     docks["Data"].export_formats["hspy"].setChecked(True)
     docks["Data"].export_formats["png"].setChecked(False)
@@ -383,11 +410,13 @@ def test_data_dock_opens_in_a_worker_and_exports_virtual_maps(make_napari_viewer
     assert {q.suffix for q in out} == {".tif", ".hspy"}
     from rsciio.hspy import file_reader
 
-    adf = file_reader(str(tmp_path / "maps2" / "virtual_adf.hspy"))[0]
-    np.testing.assert_allclose(np.asarray(adf["data"]), viewer.layers["virtual adf"].data, rtol=1e-6)
+    adf = file_reader(str(tmp_path / "maps2" / "virtual_ADF.hspy"))[0]
+    np.testing.assert_allclose(np.asarray(adf["data"]), viewer.layers["virtual ADF"].data, rtol=1e-6)
     # errors from a worker become notifications with the core's message
+    from napari_4dstem.gui import _workers
+
     shown = []
-    monkeypatch.setattr(_common, "show_error", lambda msg: shown.append(msg))
+    monkeypatch.setattr(_workers, "show_error", lambda msg: shown.append(msg))
     bad = tmp_path / "cut.npy"
     bad.write_bytes(p.read_bytes()[:300])
     docks["Data"].open_path(str(bad))
@@ -450,7 +479,7 @@ def test_a_cancelled_close_leaves_the_inspector_and_workers_alone(make_napari_vi
     viewer = make_napari_viewer()
     docks = _docks(viewer, qtbot)
     insp, s = docks["Inspector"], docks["Data"].session
-    s.workers.add(FakeWorker())
+    s.workers._workers[FakeWorker()] = None
     win = insp.window()
     monkeypatch.setattr(win, "closeEvent", lambda event: event.ignore())  # the user answers Cancel
     assert win.close() is False
@@ -477,7 +506,7 @@ def test_reopen_maps_a_scan_window_back_and_refuses_a_different_file(make_napari
     s = get_session(viewer)
     assert s.dataset is not None and s.dataset.scan_shape == (4, 4)
     click(viewer, (2.0, 1.0))  # map pixel (2, 1) is pixel (3, 3) of the file
-    np.testing.assert_array_equal(viewer.layers[PATTERN_NAME].data, data[y0 + 2, x0 + 1])
+    np.testing.assert_array_equal(s.pattern(), data[y0 + 2, x0 + 1])
     np.testing.assert_allclose(viewer.layers["navigator"].data[2, 1], data[3, 3].sum())
     assert s.scan_offset == (1, 2)
     # another file under the same name and shape: the maps open, the data is not reattached
@@ -510,6 +539,6 @@ def test_a_scan_crop_saved_from_the_gui_reopens_onto_the_file(make_napari_viewer
     s2 = get_session(viewer2)
     assert s2.dataset is not None and s2.dataset.scan_shape == (4, 5)
     click(viewer2, (3.0, 4.0))
-    np.testing.assert_array_equal(viewer2.layers[PATTERN_NAME].data, data[1 + 3, 2 + 4])
+    np.testing.assert_array_equal(s2.pattern(), data[1 + 3, 2 + 4])
     np.testing.assert_allclose(viewer2.layers["navigator"].data, data[1:5, 2:7].sum(axis=(2, 3), dtype=np.float64),
                                rtol=1e-5)

@@ -175,26 +175,11 @@ def iter_defect_maps(model, patterns, n: int, com_magnitude=None, com_angle=None
 
 
 def rrvae_maps(model, patterns) -> dict:
-    """The rrVAE maps of the results file, from the best epoch (the paper's stopping rule).
+    """The rrVAE maps of the results file, from the best epoch: :func:`napari_4dstem.rrvae.maps.rrvae_maps`
+    (the GUI's rrVAE dock uses the same function)."""
+    from .rrvae.maps import rrvae_maps as _maps
 
-    ``angle``, ``angle_sd``, ``latents``, ``latent_sd`` (and ``translations``, ``translation_sd``) from
-    ``model.encode``, plus two maps in which defects stand out: ``reconstruction_error`` (per-pattern
-    squared error of the reconstruction at its own pose) and ``outlier`` (``model.outlier_map``). The
-    model is put back to its last epoch afterwards, so the results keep both checkpoints.
-    """
-    last = model.epoch
-    if model.best_epoch is not None and model.best_epoch in model.checkpoints:
-        model.restore(model.best_epoch)
-    try:
-        lm = model.encode(patterns)
-        out = {k: getattr(lm, k) for k in ("angle", "angle_sd", "latents", "latent_sd", "translations",
-                                           "translation_sd") if getattr(lm, k) is not None}
-        out["reconstruction_error"] = model.reconstruction_error(patterns)
-        out["outlier"] = model.outlier_map(maps=lm)
-    finally:
-        if last is not None and last != model.epoch:
-            model.restore(last)
-    return out
+    return _maps(model, patterns)
 
 
 def _iter_maps(ds: Dataset4D, navigator: str, specs: dict) -> Steps:

@@ -7,7 +7,6 @@ import numpy as np
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
@@ -22,6 +21,30 @@ FG = "#d1d2d4"
 def error_message(e: BaseException) -> str:
     """The core's message for our errors; type and message for anything else."""
     return str(e) if isinstance(e, FourDSTEMError) else f"{type(e).__name__}: {e}"
+
+
+#: Characters of a toast's first line that stay visible without expanding it (napari elides the rest).
+TOAST_LINE = 110
+
+
+def toast_text(e: BaseException) -> str:
+    """A notification text whose first line (the only one a toast shows) ends with the hint.
+
+    ``file: problem -> hint`` becomes ``problem (shortened) -> hint``, with the file's name only; the whole
+    message follows on the next line for the expanded toast.
+    """
+    if not isinstance(e, FourDSTEMError) or not e.hint:
+        return error_message(e)
+    import os
+
+    head = f"{os.path.basename(e.path)}: " if e.path else ""
+    room = max(20, TOAST_LINE - len(head) - len(e.hint) - 3)
+    problem = e.problem if len(e.problem) <= room else e.problem[:room - 1].rstrip() + "…"
+    return f"{head}{problem} → {e.hint}\n{e}"
+
+
+def notify_error(e: BaseException) -> None:
+    show_error(toast_text(e))
 
 
 def alive(widget) -> bool:
@@ -44,19 +67,19 @@ def guarded(owner, fn):
 
 def run_steps_in_worker(session, steps_factory, *, on_return, on_progress=None, progress_bar=None,
                         on_finish=None, on_error=None, owner=None):
-    """Run ``result = yield from steps_factory()`` in a napari thread worker.
+    """Run ``result = yield from steps_factory()`` in a worker of the session's registry.
 
     ``steps_factory`` builds the core's ``iter_*`` generator (it runs in the worker thread). Each
     yielded ``Progress`` updates ``progress_bar`` (with an ETA) and calls ``on_progress`` in the GUI
     thread; ``on_return(result)`` also runs in the GUI thread, so it may touch layers. ``worker.quit()``
-    stops the step at its next yield. Errors become napari notifications.
+    stops the step at its next yield (the bar then says "cancelled"). Errors become notifications.
     """
     def job():
         result = yield from steps_factory()
         return result
 
-    worker = create_worker(job, _ignore_errors=True)  # errors go to our notification, once
     t0 = [time.perf_counter()]
+    state = {"returned": False, "failed": False}
 
     def yielded(p):
         if progress_bar is not None and getattr(p, "total", 0):
@@ -64,23 +87,30 @@ def run_steps_in_worker(session, steps_factory, *, on_return, on_progress=None, 
         if on_progress is not None:
             on_progress(p)
 
+    def returned(r):
+        state["returned"] = True
+        on_return(r)
+
     def errored(e):
-        show_error(error_message(e))
+        state["failed"] = True
+        if progress_bar is not None and alive(progress_bar):
+            progress_bar.setFormat("failed")
         if on_error is not None:
             on_error(e)
 
-    worker.yielded.connect(guarded(owner, yielded))
-    worker.returned.connect(guarded(owner, on_return))
-    worker.errored.connect(errored)
-    if on_finish is not None:
-        worker.finished.connect(guarded(owner, on_finish))
+    def finished():
+        if progress_bar is not None and alive(progress_bar) and not state["returned"] and not state["failed"]:
+            progress_bar.setFormat("cancelled")
+        if on_finish is not None:
+            on_finish()
+
     if progress_bar is not None:
         progress_bar._last_repaint = None
         progress_bar.setValue(0)
         progress_bar.setFormat("starting…")
-    session.track(worker)
-    worker.start()
-    return worker
+    return session.workers.start(job, owner=owner, on_error=guarded(owner, errored),
+                                 connect={"yielded": guarded(owner, yielded), "returned": guarded(owner, returned),
+                                          "finished": guarded(owner, finished)})
 
 
 #: Seconds between progress-bar repaints. QProgressBar.setValue repaints synchronously, and with the
@@ -130,7 +160,6 @@ class AsyncPlot(QLabel):
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._seq = 0
         self._last = None
-        self._workers: set = set()
         self.rendered = 0  # images shown so far (tests wait on it)
 
     def plot(self, draw, *args):
@@ -138,13 +167,11 @@ class AsyncPlot(QLabel):
         self._seq += 1
         seq = self._seq
         w, h, ratio = max(self.width(), 320), self.height(), float(self.devicePixelRatioF())
-        worker = create_worker(_render, draw, args, w, h, ratio, _ignore_errors=True)
-        worker.returned.connect(guarded(self, lambda rgba: self._show(seq, rgba, ratio)))
-        worker.errored.connect(lambda e: show_error(f"plot: {error_message(e)}"))
-        worker.finished.connect(lambda: self._workers.discard(worker))
-        self._workers.add(worker)
-        worker.start()
-        return worker
+        from ._workers import start_worker
+
+        return start_worker(_render, draw, args, w, h, ratio, connect={
+            "returned": guarded(self, lambda rgba: self._show(seq, rgba, ratio)),
+            "errored": lambda e: show_error(f"plot: {error_message(e)}")})
 
     def _show(self, seq, rgba, ratio):
         if seq != self._seq:
@@ -226,3 +253,26 @@ def update_image(layer, image: np.ndarray) -> None:
         layer.refresh(thumbnail=False, extent=False, highlight=False)
     else:
         layer.data = np.array(image, copy=True)
+
+
+def nice_limits(lo: float, hi: float, digits: int = 2) -> tuple[float, float]:
+    """``lo`` rounded down and ``hi`` up to ``digits`` significant digits of the range (never narrower)."""
+    import math
+
+    lo, hi = float(lo), float(hi)
+    if not hi > lo:
+        return lo, lo + (abs(lo) * 1e-6 or 1e-12)
+    step = 10.0 ** (math.floor(math.log10(hi - lo)) - digits + 1)
+    return math.floor(lo / step) * step, math.ceil(hi / step) * step
+
+
+def set_limits(layer, lo: float, hi: float, keep_close: bool = False) -> None:
+    """Set contrast limits only when they change (rounded outward): each change redraws the layer's colourbar,
+    which was most of a click's time. ``keep_close``: keep the current limits while they hold the new range and
+    it spans at least 70 % of them (scrubbing through similar patterns redraws no colourbar)."""
+    a, b = (float(v) for v in layer.contrast_limits)
+    if keep_close and a <= lo and hi <= b and (hi - lo) >= 0.7 * (b - a):
+        return
+    lim = nice_limits(lo, hi)
+    if (a, b) != lim:
+        layer.contrast_limits = lim

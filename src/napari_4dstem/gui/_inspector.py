@@ -1,8 +1,12 @@
-"""Inspector dock: the selected pixel's patterns in detector space, in a second napari canvas.
+"""Inspector dock: what the rrVAE makes of the selected pattern, in a canvas of its own.
 
-A separate :class:`napari.components.ViewerModel` drawn by its own :class:`napari.qt.QtViewer` (the pattern
-napari's multiple-viewer example uses) shows raw, preprocessed, reconstruction as measured, canonical
-(unrotated) reconstruction and residual side by side in grid mode; its layers are updated in place.
+Four panels in grid mode of a separate :class:`napari.components.ViewerModel`: the model's input (the
+preprocessed pattern on the model's grid), its reconstruction as measured (at the pattern's own rotation), the
+canonical reconstruction (rotation 0) and the residual (input - reconstruction, on the input's grid). Each is
+titled, has a colourbar, and is drawn in the detector geometry the data came from (detector unit, binning,
+crop), so panels of different grids cover the same area. Input and reconstructions share one contrast unless
+"per-panel contrast" is ticked; the residual is symmetric about 0. The Pearson r between input and
+reconstruction is printed beside them.
 """
 from __future__ import annotations
 
@@ -12,14 +16,14 @@ import time
 import numpy as np
 from napari.components import ViewerModel
 from napari.qt import QtViewer
-from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QCheckBox, QLabel, QVBoxLayout
 
-from ._common import error_message, guarded, update_image
-from ._widgets import DockBase
+from ._common import guarded, update_image
+from ._dock import DockBase
+from ._layers import detector_layer_kwargs
 
-PANELS = ("raw", "preprocessed", "reconstruction", "canonical", "residual")
+PANELS = ("model input", "reconstruction", "canonical", "residual")
+SHARED = ("model input", "reconstruction", "canonical")
 
 
 def _grid(model):
@@ -27,8 +31,44 @@ def _grid(model):
     return canvas.grid if canvas is not None and hasattr(canvas, "grid") else model.grid
 
 
+def pixel_reconstructions(model, pattern: np.ndarray) -> dict:
+    """The Inspector's panels for one preprocessed pattern, in the units of the model's input.
+
+    ``model input``: the pattern on the model's grid (binned to ``size``, PCA-projected when the model does;
+    before its scaling); ``reconstruction`` / ``canonical``: the decoder on the full grid at the pattern's
+    pose / at rotation 0; ``residual``: input minus the reconstruction binned to the input's grid;
+    ``r``: their Pearson correlation.
+    """
+    import torch
+
+    from napari_4dstem.rrvae.maps import pearson_r
+
+    x = np.asarray(pattern, dtype=np.float32)[None, None]  # (1, 1, det_y, det_x): a 1 x 1 scan
+    recon = np.asarray(model.reconstruct(x, as_measured=True))[0, 0]
+    canon = np.asarray(model.reconstruct(x, as_measured=False))[0, 0]
+    view = model.view
+    with torch.no_grad():
+        inp = view._project(view.bin(torch.from_numpy(x[0]))).reshape(view.size, view.size).numpy()
+        rb = view.bin(torch.from_numpy(recon[None].astype(np.float32))).reshape(view.size, view.size).numpy()
+    return {"model input": inp, "reconstruction": recon, "canonical": canon, "residual": inp - rb,
+            "r": pearson_r(inp, rb)}
+
+
+def panel_geometry(session, shape) -> dict:
+    """Scale and translate of a panel of ``shape`` over the preprocessed detector, in detector units."""
+    ds, pp, pre = session.dataset, session.preprocessing, session.preprocessed
+    (dsy, dsx) = detector_layer_kwargs(ds.calibration)["scale"]
+    f = int(getattr(pp, "bin_factor_", 1) or 1)
+    crop = getattr(pp, "bin_crop_", (0, 0)) or (0, 0)
+    h, w = pre.detector_shape if pre is not None else ds.detector_shape
+    py, px = f * h / shape[0], f * w / shape[1]  # raw detector pixels per panel pixel
+    return {"scale": (py * dsy, px * dsx),
+            "translate": ((crop[0] + (py - 1) / 2) * dsy, (crop[1] + (px - 1) / 2) * dsx),
+            "units": detector_layer_kwargs(ds.calibration)["units"]}
+
+
 class InspectorWidget(DockBase):
-    """Patterns and numbers for the selected scan pixel; follows clicks, arrow keys and drags."""
+    """The model's view of the selected scan pixel; follows clicks, arrow keys and drags."""
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
@@ -37,9 +77,9 @@ class InspectorWidget(DockBase):
         grid = _grid(self.model)
         grid.enabled = True
         grid.stride = 1
+        self.model.canvas.overlays.scale_bar.visible = True
         self.canvas = QtViewer(self.model)
         self.canvas.setMinimumSize(240, 150)
-        # numbers and controls first: when the dock is short, only the canvas is squeezed
         self.text = QLabel("select a scan pixel: click a map, use the arrow keys or drag")
         self.text.setWordWrap(True)
         lay.addWidget(self.text)
@@ -47,29 +87,33 @@ class InspectorWidget(DockBase):
         self.scrub.setChecked(self.session.drag_scrubs)
         self.scrub.toggled.connect(lambda on: setattr(self.session, "drag_scrubs", bool(on)))
         lay.addWidget(self.scrub)
-        legend = QLabel("panels: " + " · ".join(PANELS))
-        legend.setToolTip("left to right, top to bottom. reconstruction: decoded at the pattern's own rotation; "
-                          "canonical: at rotation 0; residual: preprocessed - reconstruction")
-        lay.addWidget(legend)
+        self.per_panel = QCheckBox("per-panel contrast (default: one contrast for input and reconstructions)")
+        self.per_panel.toggled.connect(lambda _: self._apply_contrast())
+        lay.addWidget(self.per_panel)
         lay.addWidget(self.canvas, stretch=1)
-        # all panels exist from the start and stay visible (a panel with nothing to show is transparent):
-        # adding a layer, or toggling its visibility, re-lays the grid out, ~1 s under a software renderer
-        # while torch trains; this way a click only updates layers in place
+        # all panels exist from the start (a panel with nothing to show is transparent): adding a layer
+        # re-lays the grid out, ~1 s under a software renderer while torch trains; a click updates in place
         self.layers: dict = {}
-        self._extent = None
         for name in PANELS:
-            self.layers[name] = self.model.add_image(np.zeros((2, 2), np.float32), name=name, opacity=0.0,
-                                                     colormap="PiYG" if name == "residual" else "magma")
-        self.last_update_s = float("nan")  # click -> raw and preprocessed panels and numbers updated
+            layer = self.model.add_image(np.zeros((2, 2), np.float32), name=name, opacity=0.0,
+                                         colormap="PiYG" if name == "residual" else "magma")
+            layer.name_overlay.visible = True
+            layer.colorbar.visible = True
+            self.layers[name] = layer
+        self.images: dict = {}
+        self._units: dict = {}
+        self.r = float("nan")
+        self.last_update_s = float("nan")  # click -> numbers (and the input panel before training) updated
         self.last_recon_s = float("nan")  # click -> reconstructions shown
         self.recon_pixel = None  # the pixel whose reconstructions are shown
         self._recon_seq = 0
         self._recon_busy = False
         self._pending = None
-        # the second canvas is closed with the main window (napari tracks every QtViewer): on_window_close
-        self.session.selection_changed.connect(self.update_pixel)
-        for sig in (self.session.model_changed, self.session.preprocessed_changed, self.session.dataset_changed,
-                    self.session.com_changed):
+        self._geometry_key = None
+        s = self.session
+        s.selection_changed.connect(self.update_pixel)
+        for sig in (s.model_changed, s.preprocessed_changed, s.dataset_changed, s.com_changed, s.maps_changed,
+                    s.calibration_changed):
             sig.connect(self._refresh)
         self._refresh()
 
@@ -91,30 +135,73 @@ class InspectorWidget(DockBase):
         super().closeEvent(event)
 
     def _refresh(self, *_):
-        self.update_pixel(*self.session.selected)
+        if self.session.dataset is not None:
+            self.update_pixel(*self.session.selected)
 
-    def _set(self, name: str, image: np.ndarray | None, extent: tuple[int, int]):
+    def _set(self, name: str, image: np.ndarray | None):
         """Update panel ``name`` in place; ``image=None`` blanks it (transparent)."""
-        layer = self.layers.get(name)
+        layer = self.layers[name]
+        units = detector_layer_kwargs(self.session.dataset.calibration)["units"]
+        if self._units.get(name) != units:  # every panel in the detector unit, shown or not: one unit per canvas
+            layer.units = units
+            self._units[name] = units
         if image is None:
+            self.images.pop(name, None)
             if layer.opacity != 0.0:
                 layer.opacity = 0.0
             return
         image = np.asarray(image, dtype=np.float32)
-        scale = (extent[0] / image.shape[0], extent[1] / image.shape[1])
+        self.images[name] = image
         update_image(layer, image)
-        if tuple(layer.scale) != scale:
-            layer.scale = scale
+        geo = panel_geometry(self.session, image.shape)
+        if not np.allclose(layer.scale, geo["scale"]):
+            layer.scale = geo["scale"]
+        if not np.allclose(layer.translate, geo["translate"]):
+            layer.translate = geo["translate"]
         if layer.opacity != 1.0:
             layer.opacity = 1.0
-        if self._extent != tuple(extent):
-            self._extent = tuple(extent)
+        key = (geo["units"], tuple(np.multiply(image.shape, geo["scale"]).round(6)))
+        if name == "reconstruction" and key != self._geometry_key:
+            self._geometry_key = key
             self.model.reset_view()
-        lo, hi = float(image.min()), float(image.max())
-        if name == "residual":
-            m = max(abs(lo), abs(hi), 1e-12)
-            lo, hi = -m, m
-        layer.contrast_limits = (lo, hi if hi > lo else lo + 1e-12)
+
+    def contrast(self) -> dict:
+        """Contrast limits per panel: one range for input and reconstructions (unless per-panel)."""
+        out = {}
+        shared = [self.images[n] for n in SHARED if n in self.images]
+        if shared:
+            lo = min(float(a.min()) for a in shared)
+            hi = max(float(a.max()) for a in shared)
+        for name, img in self.images.items():
+            if name == "residual":
+                m = max(float(np.abs(img).max()), 1e-12)
+                out[name] = (-m, m)
+            elif self.per_panel.isChecked():
+                a, b = float(img.min()), float(img.max())
+                out[name] = (a, b if b > a else a + 1e-12)
+            else:
+                out[name] = (lo, hi if hi > lo else lo + 1e-12)
+        return out
+
+    def _apply_contrast(self):
+        from ._common import nice_limits, set_limits
+
+        lims = self.contrast()
+        shared = [n for n in SHARED if n in lims]
+        if shared and not self.per_panel.isChecked():
+            # one decision for the shared panels, so that they always keep one contrast
+            lo, hi = lims[shared[0]]
+            a, b = (float(v) for v in self.layers[shared[0]].contrast_limits)
+            keep = all(tuple(self.layers[n].contrast_limits) == (a, b) for n in shared) and a <= lo and hi <= b \
+                and (hi - lo) >= 0.7 * (b - a)
+            if not keep:
+                lim = nice_limits(lo, hi)
+                for n in shared:
+                    if tuple(self.layers[n].contrast_limits) != lim:
+                        self.layers[n].contrast_limits = lim
+            lims = {n: v for n, v in lims.items() if n not in shared}
+        for name, lim in lims.items():
+            set_limits(self.layers[name], *lim)
 
     def update_pixel(self, iy: int, ix: int):
         """Show pixel ``(iy, ix)``; the time it took is kept in ``last_update_s``."""
@@ -123,8 +210,7 @@ class InspectorWidget(DockBase):
         ds = s.dataset
         if ds is None:
             return
-        extent = ds.detector_shape
-        raw = ds.frame(iy, ix)
+        iy, ix = s.clamp(iy, ix)
         pre = s.preprocessed.frame(iy, ix) if s.preprocessed is not None else None
         lines = [f"pixel (y, x) = ({iy}, {ix})"]
         oy, ox = s.scan_offset
@@ -136,43 +222,38 @@ class InspectorWidget(DockBase):
         self._recon_seq += 1
         if s.model is not None and pre is not None:
             self._request_reconstructions(self._recon_seq, (iy, ix), s.model, pre, t0)
-        if s.encoded is not None:
-            enc = s.encoded
+            if self.recon_pixel is not None and not math.isnan(self.r):
+                lines.append(f"r(input, reconstruction) = {self.r:.3f} at {self.recon_pixel}")
+        enc = s.encoded
+        if enc is not None and np.asarray(enc.angle).shape == tuple(ds.scan_shape):
             z = np.asarray(enc.latents)[:, iy, ix]  # latents are (K, scan_y, scan_x)
             sd = np.asarray(enc.latent_sd)[:, iy, ix]
             ang = math.degrees(float(np.asarray(enc.angle)[iy, ix]))
             lines.append("latents " + ", ".join(f"z{k + 1} = {v:+.3f} (sd {d:.3f})" for k, (v, d) in
                                                 enumerate(zip(np.atleast_1d(z), np.atleast_1d(sd)))))
             lines.append(f"rrVAE angle {ang:+.1f}°")
-        if s.com is not None:
+        if s.com is not None and np.shape(s.com.x) == tuple(ds.scan_shape):
             cx, cy = float(s.com.x[iy, ix]), float(s.com.y[iy, ix])
             lines.append(f"COM (x, y) = ({cx:+.3g}, {cy:+.3g}) {s.com.units}, |COM| = {math.hypot(cx, cy):.3g}")
-        self._set("raw", raw, extent)
-        self._set("preprocessed", pre, extent)
         if s.model is None or pre is None:
-            like = pre if pre is not None else raw
-            for name in ("reconstruction", "canonical", "residual"):
-                self._set(name, None, extent)
-                layer = self.layers[name]
-                if layer.data.shape != like.shape:  # sized now, not on the first reconstruction (see __init__)
-                    layer.data = np.zeros(like.shape, np.float32)
-                    layer.scale = (extent[0] / like.shape[0], extent[1] / like.shape[1])
+            self._set("model input", pre)
+            for name in PANELS[1:]:
+                self._set(name, None)
             self.recon_pixel = None
+            self._apply_contrast()
+            if pre is None:
+                lines.append("preprocess the data to see the model's input here")
         self.text.setText("<br>".join(lines))
         self.last_update_s = time.perf_counter() - t0
 
     def _request_reconstructions(self, seq, pixel, model, pattern, t0):
         # torch runs in a worker: a click never waits for the model. One worker at a time, and only the
-        # latest click is computed: clicks made while one runs replace each other (no stale work competes
-        # with training for the CPU)
+        # latest click is computed: clicks made while one runs replace each other
         self._pending = (seq, pixel, model, pattern, t0)
         if self._recon_busy:
             return
         self._pending = None
         self._recon_busy = True
-        from ._rrvae_widget import pixel_reconstructions
-
-        worker = create_worker(pixel_reconstructions, model, pattern, _ignore_errors=True)
 
         def done():
             self._recon_busy = False
@@ -180,20 +261,23 @@ class InspectorWidget(DockBase):
                 self._request_reconstructions(*self._pending)
 
         def show(out):
-            if seq != self._recon_seq or self.session.dataset is None:
+            s = self.session
+            if seq != self._recon_seq or s.dataset is None or s.model is not model:
                 return
-            recon, canon, target = out
-            extent = self.session.dataset.detector_shape
-            self._set("reconstruction", recon, extent)
-            self._set("canonical", canon, extent)
-            self._set("residual", target - recon, extent)
+            for name in PANELS:
+                self._set(name, out[name])
+            self._apply_contrast()
+            self.r = float(out["r"])
             self.recon_pixel = pixel
+            text = self.text.text()
+            line = f"r(input, reconstruction) = {self.r:.3f} at {pixel}"
+            if "r(input, reconstruction)" in text:
+                parts = [line if p.startswith("r(input") else p for p in text.split("<br>")]
+            else:
+                parts = text.split("<br>")
+                parts.insert(1, line)
+            self.text.setText("<br>".join(parts))
             self.last_recon_s = time.perf_counter() - t0
 
-        worker.returned.connect(guarded(self, show))
-        worker.errored.connect(lambda e: show_error(error_message(e)))
-        self._workers.append(worker)
-        worker.finished.connect(lambda: self._workers.remove(worker) if worker in self._workers else None)
-        worker.finished.connect(guarded(self, done))
-        worker.start()
-
+        self.session.workers.start(pixel_reconstructions, model, pattern, owner=self, connect={
+            "returned": guarded(self, show), "finished": guarded(self, done)})

@@ -7,10 +7,12 @@ from types import SimpleNamespace
 import numpy as np
 from napari.utils.notifications import show_error, show_warning
 
+from napari_4dstem.dataset import Calibration
 from napari_4dstem.errors import FourDSTEMError
 from napari_4dstem.results import Results, load_results, save_results
 
-from ._session import META_KEY, SCAN_LABELS, get_session, napari_units
+from ._common import toast_text
+from ._layers import META_KEY, scan_layer_kwargs
 
 # results key -> (layer name, colormap)
 _NAMES = {"navigator": ("navigator", "gray"), "rrvae/angle": ("rrVAE angle", "twilight"),
@@ -26,10 +28,12 @@ def session_results(session) -> Results:
         raise FourDSTEMError("nothing to save: no dataset is open", hint="open a file or the sample first")
     nav = session.maps.get("navigator")
     if nav is None:
-        from ._reader import cached_navigator
+        from ._layers import cached_navigator
 
         nav = cached_navigator(ds)
     virtual = {k.split(" ", 1)[1]: v for k, v in session.maps.items() if k.startswith("virtual ")}
+    detectors = {name: _json_spec(spec) for name, spec in (getattr(session, "detectors", None) or {}).items()
+                 if spec.get("kind") != "mask"}
     com = session.com if hasattr(session.com, "curl_curves") else None
     maps = session.encoded if hasattr(session.encoded, "angle_unwrapped") else None
     info = {}
@@ -40,8 +44,13 @@ def session_results(session) -> Results:
         (oy, ox), (ny, nx) = session.scan_offset, ds.scan_shape
         info["scan_window"] = [oy, oy + ny, ox, ox + nx]
         ds = src
+    params = {"virtual_detectors": detectors} if detectors else None
     r = Results.from_analysis(ds, com=com, navigator=nav, virtual=virtual, rrvae_model=session.model, maps=maps,
-                              preprocessing=session.preprocessing, info=info)
+                              preprocessing=session.preprocessing, info=info, parameters=params)
+    # the calibration as the user has it now (typed in the Data dock), also when saving against the file
+    r.calibration = session.dataset.calibration.to_dict()
+    if maps is not None and maps.parameters.get("epoch") is not None:
+        r.info["rrvae_maps_epoch"] = int(maps.parameters["epoch"])
     for key, (name, _cmap) in _NAMES.items():
         if key.startswith("rrvae/") and key != "rrvae/angle" and session.maps.get(name) is not None:
             r.maps[key] = np.asarray(session.maps[name])
@@ -51,6 +60,11 @@ def session_results(session) -> Results:
         r.maps.update({f"rrvae/{k}": np.asarray(getattr(session.encoded, k))
                        for k in ("angle", "latents", "latent_sd")})
     return r
+
+
+def _json_spec(spec: dict) -> dict:
+    return {k: (np.asarray(v).tolist() if isinstance(v, (tuple, list, np.ndarray)) else v)
+            for k, v in spec.items() if v is not None}
 
 
 def save_session(session, path, overwrite: bool = False):
@@ -66,10 +80,12 @@ def write_results(path: str, layer_data: list) -> list[str]:
     if viewer is None:
         show_error("no viewer to save from")
         return []
+    from ._session import get_session
+
     try:
         return [str(save_session(get_session(viewer), path, overwrite=True))]
     except FourDSTEMError as e:
-        show_error(str(e))
+        show_error(toast_text(e))
         return []
 
 
@@ -138,6 +154,10 @@ def _reattach(r: Results):
     except FourDSTEMError as e:
         show_warning(f"could not reattach the source: {e}")
         return None
+    if r.calibration:
+        # the calibration the results were made (and saved) with, typed in the GUI or not: maps and
+        # patterns keep the scale the maps were saved with, so clicks land on the right pixel
+        ds.calibration = Calibration.from_dict(r.calibration)
     if tuple(ds.shape) != tuple(r.shape):
         show_warning(f"{src} now has shape {ds.shape}, the results were made from {tuple(r.shape)}: not reattached")
         return None
@@ -160,10 +180,7 @@ def results_layers(path) -> list:
     source = _SOURCES.pop(id(ds), None) if ds is not None else None
     win = scan_window(r)
     scan_shape = (win[1] - win[0], win[3] - win[2]) if win else (tuple(r.shape[:2]) if len(r.shape) >= 2 else None)
-    common = {"scale": r.scan_scale, "axis_labels": SCAN_LABELS}
-    units = napari_units(r.calibration.get("scan_unit")) if r.scan_unit != "px" else None
-    if units:
-        common["units"] = (units, units)
+    common = scan_layer_kwargs(Calibration.from_dict(r.calibration))
     maps = [m for k, a in r.maps.items() for m in _scan_maps(k, a, scan_shape)]
     maps.sort(key=lambda m: m[0] != "navigator")  # navigator first: the session adopts the dataset from it
     state = _state_from_results(r)
@@ -176,13 +193,6 @@ def results_layers(path) -> list:
         if cmap == "twilight":
             kw["contrast_limits"] = (-np.pi, np.pi)
         out.append((a, kw, "image"))
-    if ds is not None:
-        from ._reader import PATTERN_NAME, pattern_placement
-
-        iy, ix = ds.scan_shape[0] // 2, ds.scan_shape[1] // 2
-        out.append((ds.frame(iy, ix), dict(common, name=PATTERN_NAME, colormap="magma", gamma=0.5,
-                                           metadata={META_KEY: {"role": "pattern", "dataset": ds}},
-                                           **pattern_placement(ds)), "image"))
     return out or [(None,)]
 
 
@@ -190,12 +200,12 @@ def _state_from_results(r: Results) -> dict:
     """What the session restores from a results file (COM vectors and rrVAE maps for the Inspector)."""
     com = r.group("com")
     rr = r.group("rrvae")
-    state: dict = {"results": r}
+    state: dict = {"results": r, "detectors": dict((r.parameters.get("virtual_detectors") or {}))}
     if "x" in com and "y" in com:
         state["com"] = SimpleNamespace(units=r.units.get("com/x", "px"), **com)
     if {"angle", "latents", "latent_sd"} <= set(rr):
         lat, sd = np.asarray(rr["latents"]), np.asarray(rr["latent_sd"])
         if lat.ndim == 3 and tuple(lat.shape[:2]) == tuple(np.shape(rr["angle"])):
             lat, sd = np.moveaxis(lat, -1, 0), np.moveaxis(sd, -1, 0)
-        state["encoded"] = SimpleNamespace(angle=rr["angle"], latents=lat, latent_sd=sd)
+        state["encoded"] = SimpleNamespace(angle=rr["angle"], latents=lat, latent_sd=sd, parameters={})
     return state

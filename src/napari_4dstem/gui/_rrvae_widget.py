@@ -7,20 +7,21 @@ import math
 import time
 
 import numpy as np
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea, QSpinBox, QVBoxLayout,
     QWidget,
 )
+from superqt import QCollapsible
 
 from napari_4dstem.errors import FourDSTEMError
 from napari_4dstem.rrvae import RRVAE, RRVAEConfig
 from napari_4dstem.rrvae.config import MODE_DEFAULTS, MODES
 from napari_4dstem.rrvae.train import physical_cores
 
-from ._common import AsyncPlot, error_message, guarded, legend, progress_bar, set_progress
-from ._widgets import DockBase
+from ._common import AsyncPlot, legend, notify_error, progress_bar, set_progress
+from ._dock import DockBase
+from ._inspector import pixel_reconstructions  # noqa: F401 (re-exported: the Inspector's panels)
 
 CHOICES = {"mode": MODES, "activation": ("tanh", "relu", "lrelu", "softplus"), "loss": ("mse",),
            "scaling": ("none", "std"), "device": ("auto", "cpu", "cuda")}
@@ -32,27 +33,19 @@ OUTLIER_NAME = "rrVAE outlier"
 _NOT_PLOTTED = {"epoch", "epoch_done", "batch", "seconds", "elapsed", "eta", "r_best"}
 
 
-def pixel_reconstructions(model, pattern: np.ndarray):
-    """Reconstruction as measured, canonical (unrotated) reconstruction and the model's target for one pattern.
-
-    All three are in the model's detector space (it may bin and scale patterns before training).
-    """
-    x = np.asarray(pattern, dtype=np.float32)[None, None]  # (1, 1, det_y, det_x): a 1 x 1 scan
-    recon = np.asarray(model.reconstruct(x, as_measured=True))[0, 0]
-    canon = np.asarray(model.reconstruct(x, as_measured=False))[0, 0]
-    target = np.asarray(model.prepare(x))[0, 0] if hasattr(model, "prepare") else x[0, 0]
-    if target.shape != recon.shape:
-        target = _resize(target, recon.shape)
-    return recon, canon, target
+#: Fields shown first; every other RRVAEConfig field sits under "Advanced".
+MAIN_FIELDS = ("mode", "epochs", "latent_dim", "seed")
+_LABELS = {"latent_dim": "latents", "epochs": "epochs (blank: mode default)"}
 
 
-def _resize(img: np.ndarray, shape) -> np.ndarray:
-    fy, fx = img.shape[0] // shape[0], img.shape[1] // shape[1]
-    if fy >= 1 and fx >= 1 and img.shape[0] == fy * shape[0] and img.shape[1] == fx * shape[1]:
-        return img.reshape(shape[0], fy, shape[1], fx).mean(axis=(1, 3))
-    from scipy.ndimage import zoom
+def gui_default_mode() -> str:
+    """fast on a CPU (the faithful mode trains 100 epochs on the full detector: hours there), else faithful."""
+    try:
+        import torch
 
-    return zoom(img, (shape[0] / img.shape[0], shape[1] / img.shape[1]), order=1)
+        return "faithful" if torch.cuda.is_available() else "fast"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "fast"
 
 
 class ConfigForm(QWidget):
@@ -60,14 +53,27 @@ class ConfigForm(QWidget):
 
     def __init__(self):
         super().__init__()
-        form = QFormLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        main = QFormLayout()
+        outer.addLayout(main)
+        self.advanced = QCollapsible("Advanced")
+        adv_widget = QWidget()
+        adv = QFormLayout(adv_widget)
+        self.advanced.addWidget(adv_widget)
+        outer.addWidget(self.advanced)
         self.fields: dict = {}
         defaults = RRVAEConfig()
         for f in dataclasses.fields(RRVAEConfig):
             default = f.default if f.name not in MODE_FIELDS else None
             w = self._make(f.name, f.type, default, getattr(defaults, f.name))
             self.fields[f.name] = w
-            form.addRow(f.name.replace("_", " "), w)
+        for name in MAIN_FIELDS:
+            main.addRow(_LABELS.get(name, name.replace("_", " ")), self.fields[name])
+        for f in dataclasses.fields(RRVAEConfig):
+            if f.name not in MAIN_FIELDS:
+                adv.addRow(f.name.replace("_", " "), self.fields[f.name])
+        self.fields["mode"].setCurrentText(gui_default_mode())
 
     def _make(self, name, typ, default, example):
         typ = str(typ)
@@ -137,6 +143,13 @@ class RRVAEWidget(DockBase):
         super().__init__(napari_viewer)
         lay = QVBoxLayout(self)
         self.form = ConfigForm()
+        mode = gui_default_mode()
+        self.mode_note = QLabel(f"mode <b>{mode}</b> by default here ("
+                                + ("a GPU is available" if mode == "faithful" else
+                                   "CPU: 32 x 32 patterns, 30 epochs, minutes; faithful = the paper's 100 epochs "
+                                   "on the full detector, hours") + ")")
+        self.mode_note.setWordWrap(True)
+        lay.addWidget(self.mode_note)
         scroll = QScrollArea()
         scroll.setWidget(self.form)
         scroll.setWidgetResizable(True)
@@ -177,7 +190,16 @@ class RRVAEWidget(DockBase):
         self.train_btn.clicked.connect(self.toggle)
         self.restore_btn.clicked.connect(lambda: self.use_checkpoint())
         self.average_btn.clicked.connect(self.toggle_average)
+        self.session.model_changed.connect(self._on_model_changed)
+        self.session.dataset_changed.connect(lambda *_: self._on_model_changed(self.session.model))
         _warm_up()
+
+    def _on_model_changed(self, model):
+        """The session's model went (new data or patterns): say so, forget its checkpoints."""
+        if model is None and self.session.model is None:
+            self.epoch.clear()
+            if self.worker is None:
+                self.status.setText("patterns changed: the model and its maps were cleared; train again")
 
     # -- training --------------------------------------------------------------------------------
     def toggle(self):
@@ -200,7 +222,7 @@ class RRVAEWidget(DockBase):
         try:
             cfg = self.form.config(**override)
         except FourDSTEMError as e:
-            show_error(str(e))
+            notify_error(e)
             return None
         if cfg.threads is None:
             # leave a core to the GUI (and the software renderer under Xvfb): a training thread that takes
@@ -230,12 +252,11 @@ class RRVAEWidget(DockBase):
             # to its last completed epoch (the last good model); with none, the previous model stays.
             self.worker = None
             self.train_btn.setText("Train")
+            if self.session.preprocessed is not patterns:
+                self.status.setText("the patterns changed during training: this model was dropped")
+                return
             if model.trained:
-                self.session.model = model
-                self.session.history = model.history
-                self._fill_epochs(model)
-                self.status.setText(f"trained {len(model.history)} epoch(s); encoding all patterns…")
-                self.encode()
+                self.adopt_model(model)
             else:
                 self.status.setText("stopped before the first epoch finished: the previous model is kept")
 
@@ -243,39 +264,88 @@ class RRVAEWidget(DockBase):
                                  on_return=lambda _hist: None, on_progress=progress, on_finish=finished)
         return self.worker
 
+    def adopt_model(self, model):
+        """Make a trained model the session's, at its best epoch, and encode its maps.
+
+        The best epoch (the paper's stopping rule) is what the command line saves too: both call
+        :func:`napari_4dstem.rrvae.maps.iter_rrvae_maps`.
+        """
+        if model.best_epoch is not None and model.best_epoch in model.checkpoints:
+            model.restore(model.best_epoch)
+        self.session.model = model
+        self.session.history = model.history
+        self.session.encoded = None
+        self._fill_epochs(model)
+        self.status.setText(f"trained {len(model.history)} epoch(s); encoding all patterns at epoch {model.epoch}…")
+        return self.encode()
+
     def encode(self):
+        """The maps of the session's model at its loaded epoch, in a worker with progress; Stop cancels."""
+        from napari_4dstem.rrvae.maps import iter_rrvae_maps
+
         s = self.session
         model, patterns = s.model, s.preprocessed
         if model is None or patterns is None:
             return None
-        def job():
-            enc = model.encode(patterns)
-            # maps in which defects stand out (the same as the results file's, docs/rrvae.md)
-            return enc, model.reconstruction_error(patterns), model.outlier_map(maps=enc)
+        t0 = time.perf_counter()
 
-        w = create_worker(job, _ignore_errors=True)
-        w.returned.connect(guarded(self, lambda out: self.show_maps(*out)))
-        w.errored.connect(lambda e: show_error(error_message(e)))
-        s.track(w)
-        self._workers.append(w)
-        w.start()
-        return w
+        def progress(p):
+            set_progress(self.bar, p.done, p.total, time.perf_counter() - t0, p.message)
+
+        def shown(out):
+            if s.model is model and s.preprocessed is patterns:
+                self.show_maps(out["encoded"], out["reconstruction_error"], out["outlier"])
+
+        def finished():
+            self.worker = None
+            self.train_btn.setText("Train")
+            if s.encoded is None and s.model is model:
+                self.status.setText("encoding stopped: no maps shown (Use a checkpoint to encode again)")
+
+        self.train_btn.setText("Stop")
+        self.worker = self.start(lambda: iter_rrvae_maps(model, patterns, epoch=None), on_return=shown,
+                                 on_progress=progress, on_finish=finished)
+        return self.worker
 
     def show_maps(self, enc, residual=None, outlier=None):
-        """Show the encoded maps (angle, latents, sds) and, if given, the reconstruction-error and outlier maps."""
+        """Show the encoded maps (angle, latents, sds) and, if given, the reconstruction-error and outlier maps.
+
+        One layer per turn of the event loop (adding a layer costs a redraw of the canvases: all at once stalled
+        the GUI for seconds under a software renderer); ``session.encoded`` is set when all are shown.
+        """
+        from qtpy.QtCore import QTimer
+
         s = self.session
-        s.encoded = enc
+        model = s.model
+        todo = []
         if residual is not None:
-            s.show_map(RESIDUAL_NAME, np.asarray(residual, dtype=np.float32), colormap="inferno")
+            todo.append((RESIDUAL_NAME, np.asarray(residual, dtype=np.float32), {"colormap": "inferno"}))
         if outlier is not None:
-            s.show_map(OUTLIER_NAME, np.asarray(outlier, dtype=np.float32), colormap="magma")
-        s.show_map("rrVAE angle", np.asarray(enc.angle), colormap="twilight", contrast_limits=(-math.pi, math.pi))
+            todo.append((OUTLIER_NAME, np.asarray(outlier, dtype=np.float32), {"colormap": "magma"}))
+        todo.append(("rrVAE angle", np.asarray(enc.angle), {"colormap": "twilight",
+                                                            "contrast_limits": (-math.pi, math.pi)}))
         lat, sd = np.asarray(enc.latents), np.asarray(enc.latent_sd)
         for k in range(lat.shape[0]):
-            s.show_map(f"rrVAE z{k + 1}", lat[k], colormap="viridis")
-            s.show_map(f"rrVAE sd{k + 1}", sd[k], colormap="gray", visible=False)
-        self.status.setText(f"rrVAE maps shown ({lat.shape[0]} latents)")
-        s.model_changed.emit(s.model)
+            todo.append((f"rrVAE z{k + 1}", lat[k], {"colormap": "viridis"}))
+            todo.append((f"rrVAE sd{k + 1}", sd[k], {"colormap": "gray", "visible": False}))
+
+        def step():
+            from ._common import alive
+
+            if not alive(self) or s.model is not model:
+                return  # the dock closed or the model changed meanwhile
+            if todo:
+                name, data, kw = todo.pop(0)
+                s.show_map(name, data, **kw)
+                QTimer.singleShot(0, step)
+                return
+            s.encoded = enc
+            epoch = getattr(enc, "parameters", {}).get("epoch")
+            self.status.setText(f"rrVAE maps shown ({lat.shape[0]} latents, epoch {epoch})")
+            s.model_changed.emit(s.model)
+            s.maps_changed.emit(enc)
+
+        step()
 
     # -- defect map from several models -------------------------------------------------------
     def toggle_average(self):
@@ -338,12 +408,19 @@ class RRVAEWidget(DockBase):
         """Load the weights of a stored epoch (the picker's choice) and re-encode the maps."""
         s = self.session
         epoch = self.epoch.currentData() if epoch is None else epoch
-        if s.model is None or epoch is None:
+        if s.model is None or s.preprocessed is None:
+            notify_error(FourDSTEMError("no trained model for these patterns", hint="train the rrVAE first"))
+            return None
+        if epoch is None:
+            notify_error(FourDSTEMError("no checkpoint chosen", hint="pick an epoch in the list"))
+            return None
+        if self.worker is not None:
+            notify_error(FourDSTEMError("the model is busy (training or encoding)", hint="wait or press Stop"))
             return None
         try:
             s.model.restore(epoch)
         except FourDSTEMError as e:
-            show_error(str(e))
+            notify_error(e)
             return None
         show_info(f"rrVAE: using the weights of epoch {epoch}")
         self._fill_epochs(s.model)
@@ -399,4 +476,6 @@ def _warm_up():
     def job():
         import torch._dynamo  # noqa: F401
 
-    create_worker(job, _ignore_errors=True).start()
+    from ._workers import start_worker
+
+    start_worker(job)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from napari_4dstem.sample import make_sample
 
-from ._reader import _attach_session, dataset_layers
+from ._layers import dataset_layers
+from ._reader import attach_session
 
 
 def graphene_vacancy():
-    """Layer data (navigator + pattern) of ``make_sample("graphene_vacancy")``; the dataset rides in metadata."""
-    _attach_session()
+    """Layer data (the navigator) of ``make_sample("graphene_vacancy")``; the dataset rides in metadata."""
+    attach_session()
     return dataset_layers(make_sample())

@@ -9,18 +9,10 @@ WORKFLOW_DOCKS = ("Data", "Preprocess", "COM / DPC", "rrVAE")
 
 def wait_for(worker, timeout: float = 600.0) -> None:
     """Process Qt events until ``worker`` (a napari thread worker, or None) has finished."""
-    from qtpy.QtWidgets import QApplication
+    from ._workers import wait_for as _wait
 
-    if worker is None:
-        return
-    done = []
-    worker.finished.connect(lambda: done.append(True))
-    t0 = time.perf_counter()
-    while not done and time.perf_counter() - t0 < timeout:
-        QApplication.processEvents()
-        time.sleep(0.005)
-    for _ in range(5):  # let the finished/returned slots run
-        QApplication.processEvents()
+    if worker is not None:
+        _wait([worker], timeout)
 
 
 def open_workflow(viewer, tabify: bool = True) -> dict:
@@ -29,6 +21,13 @@ def open_workflow(viewer, tabify: bool = True) -> dict:
     for name in WORKFLOW_DOCKS:
         docks[name], widgets[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=tabify)
     docks["Inspector"], widgets["Inspector"] = viewer.window.add_plugin_dock_widget(PLUGIN, "Inspector")
+    docks["Detector"], widgets["Detector"] = viewer.window.add_plugin_dock_widget(PLUGIN, "Detector")
+    from qtpy.QtCore import Qt
+
+    main = widgets["Detector"].window()
+    if hasattr(main, "addDockWidget"):  # detector space on the left of the scan canvas
+        main.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, docks["Detector"])
+    docks["Data"].raise_()  # Data in front at start: the first step
     widgets["_docks"] = docks
     return widgets
 
@@ -71,22 +70,27 @@ def run_demo(screenshot: str | None = None, epochs: int | None = 0, fast: bool =
 
     epochs = int(epochs or 0)  # the CLI passes None when --epochs is not given
     viewer = napari.Viewer(title="napari-4dstem demo")
+    try:
+        return _run(viewer, screenshot, epochs, fast)
+    except BaseException:
+        close_cleanly(viewer)  # no worker may outlive the window, even on an error
+        raise
+
+
+def _run(viewer, screenshot, epochs, fast):
+    import napari
+
     viewer.window.resize(1500, 950)
     viewer.open_sample(PLUGIN, "graphene_vacancy")
     w = open_workflow(viewer)
     w["Data"].refresh()
     wait_for(w["Preprocess"].run())
     wait_for(w["COM / DPC"].run())
+    wait_for(w["Detector"].add_preset("adf"))  # a virtual detector drawn in detector space, its image in scan space
     if epochs > 0:
         worker = w["rrVAE"].train(epochs=int(epochs), mode="fast" if fast else "faithful")
         wait_for(worker)
-        for _ in range(200):  # the maps are encoded in a second worker after training
-            from qtpy.QtWidgets import QApplication
-
-            QApplication.processEvents()
-            if w["rrVAE"].session.encoded is not None:
-                break
-            time.sleep(0.02)
+        wait_for(w["rrVAE"].worker)  # the maps are encoded in a second worker after training
     show_dock(w, "rrVAE" if epochs > 0 else "COM / DPC")
     balance_docks(w, 0.45)
     ds = w["Data"].session.dataset
@@ -100,7 +104,18 @@ def run_demo(screenshot: str | None = None, epochs: int | None = 0, fast: bool =
             QApplication.processEvents()
             time.sleep(0.02)
         viewer.screenshot(str(screenshot), canvas_only=False)
-        viewer.close()
+        close_cleanly(viewer)
         return screenshot
     napari.run()
     return None
+
+
+def close_cleanly(viewer, timeout: float = 60.0) -> None:
+    """Stop and wait for every worker, then close the viewer (no worker outlives its Qt objects)."""
+    from ._session import get_session
+    from ._workers import stop_all
+
+    get_session(viewer).stop_workers(timeout)
+    stop_all(timeout)
+    viewer.close()
+    stop_all(timeout)

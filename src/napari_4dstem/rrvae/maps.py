@@ -170,3 +170,70 @@ def defect_map(maps: LatentMaps, radius: int = 3, step: int = 1, smooth: float =
         e = ndimage.gaussian_filter(e, spread, mode="nearest")
     med = float(np.median(e))
     return (e / med if med > 0 else e).astype(np.float32)
+
+
+# -- the one function that turns a trained model into maps (CLI pipeline and GUI) ------------------
+MAP_KEYS = ("angle", "angle_sd", "latents", "latent_sd", "translations", "translation_sd")
+
+
+def _concat_maps(parts: list) -> LatentMaps:
+    """Row blocks of encoded maps (each from ``model.encode`` on some scan rows) joined along scan_y."""
+    def cat(name, axis):
+        vals = [getattr(p, name) for p in parts]
+        return None if vals[0] is None else np.concatenate(vals, axis=axis)
+
+    return LatentMaps(angle=cat("angle", 0), angle_unwrapped=cat("angle_unwrapped", 0), angle_sd=cat("angle_sd", 0),
+                      latents=cat("latents", 1), latent_sd=cat("latent_sd", 1), translations=cat("translations", 1),
+                      translation_sd=cat("translation_sd", 1), parameters=dict(parts[0].parameters))
+
+
+def iter_rrvae_maps(model, patterns, epoch="best", rows_per_step: int | None = None):
+    """The rrVAE maps of a trained model, scan rows at a time (yields ``Progress``; returns a dict).
+
+    ``epoch``: ``"best"`` (the paper's stopping rule: the best epoch's weights when the model kept them),
+    an epoch number, or None (the weights loaded now). The model is put back to the epoch it had loaded.
+    Returns ``angle``, ``angle_sd``, ``latents``, ``latent_sd`` (and ``translations``, ``translation_sd``),
+    ``reconstruction_error`` (per-pattern squared error at its own pose), ``outlier`` (``model.outlier_map``),
+    ``epoch`` (the epoch whose weights made them) and ``encoded`` (the :class:`LatentMaps`).
+    A generator: a GUI worker gets progress and can stop it between steps.
+    """
+    from ..progress import Progress
+
+    sy, sx = patterns.shape[:2]
+    n = rows_per_step or max(1, 4096 // max(sx, 1))  # ~4096 patterns per step
+    steps = -(-sy // n) + 1
+    last = model.epoch
+    want = model.best_epoch if epoch == "best" else epoch
+    if want is not None and want != model.epoch and want in model.checkpoints:
+        model.restore(want)
+    try:
+        used = model.epoch
+        parts, errs = [], []
+        rows = patterns.rows if hasattr(patterns, "rows") else (lambda a, b: np.asarray(patterns[a:b]))
+        for i, y0 in enumerate(range(0, sy, n)):
+            block = rows(y0, min(sy, y0 + n))
+            parts.append(model.encode(block))
+            errs.append(model.reconstruction_error(block))
+            yield Progress(i + 1, steps, f"encoding scan rows {y0}-{min(sy, y0 + n) - 1} of {sy}")
+        lm = _concat_maps(parts)
+        lm.parameters["epoch"] = used
+        out = {k: getattr(lm, k) for k in MAP_KEYS if getattr(lm, k) is not None}
+        out["reconstruction_error"] = np.concatenate(errs, axis=0)
+        out["outlier"] = model.outlier_map(maps=lm)
+        yield Progress(steps, steps, "defect map")
+        out["epoch"] = used
+        out["encoded"] = lm
+    finally:
+        if last is not None and last != model.epoch and last in model.checkpoints:
+            model.restore(last)
+    return out
+
+
+def rrvae_maps(model, patterns, epoch="best") -> dict:
+    """:func:`iter_rrvae_maps` run to the end, without the ``epoch`` and ``encoded`` entries (results-file maps)."""
+    from ..progress import run_steps
+
+    out = run_steps(iter_rrvae_maps(model, patterns, epoch), what="encoding")
+    out.pop("encoded")
+    out.pop("epoch")
+    return out
