@@ -89,7 +89,7 @@ def boolean() -> Param:
 
 def choice(*values) -> Param:
     shown = ", ".join("None" if v is None else repr(v) for v in values)
-    return Param(f"one of {shown}", lambda v: isinstance(v, (str, type(None))) and v in values)
+    return Param(f"one of {shown}" if len(values) > 1 else shown, lambda v: isinstance(v, (str, type(None))) and v in values)
 
 
 def either(*params: Param) -> Param:
@@ -490,7 +490,8 @@ def _check_values(label: str, given: dict, spec: dict[str, Param], error, path=N
         except Exception:  # noqa: BLE001 - a value a test cannot even look at is not allowed
             good = False
         if not good:
-            unknown = " (unknown)" if isinstance(v, str) and "one of" in p.allowed else ""
+            unknown = " (unknown)" if isinstance(v, str) and p.allowed.startswith("one of") and " or " not in \
+                p.allowed else ""
             raise error(f"{label}{k} = {_shown(v)}{unknown}: must be {p.allowed}", path=path)
 
 
