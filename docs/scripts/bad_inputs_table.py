@@ -211,6 +211,30 @@ def cases() -> list[Case]:
     return c
 
 
+class _NoRead:
+    """A 4-D array-like whose every read fails (not a project error, so a read makes the row misbehave)."""
+
+    shape, dtype, ndim = (4, 4, 16, 16), np.dtype(np.float32), 4
+
+    def __getitem__(self, key):
+        raise RuntimeError("the data were read before the arguments were checked")
+
+    def __array__(self, *args, **kwargs):
+        raise RuntimeError("the data were read before the arguments were checked")
+
+
+def _no_read_ds():
+    from napari_4dstem import Dataset4D
+
+    return Dataset4D(_NoRead())
+
+
+def _n4():
+    import napari_4dstem
+
+    return napari_4dstem
+
+
 def _fifo(d: Path, name: str) -> Path:
     import os
 
@@ -439,6 +463,23 @@ def _hardening_cases(z4) -> list[Case]:
               ("defect_models = 0\n", "defect_models"),
               ("[load]\nnav_shape = [0, 3]\n", "nav_shape"),
           ]],
+        # -- Python arguments: checked before any read (the dataset here fails if it is read at all) ----------
+        *[Case("python", f"`{text}`", lambda d, fn=fn: fn(_no_read_ds(), d), expect=exp) for text, fn, exp in [
+            ('center_of_mass(ds, rotation="x")', lambda ds, d: _n4().center_of_mass(ds, rotation="x"),
+             "center_of_mass() argument rotation = 'x'"),
+            ('virtual_image(ds, kind="annulus", inner=20, outer=8)',
+             lambda ds, d: _n4().virtual_image(ds, kind="annulus", inner=20, outer=8), "smaller than outer = 8"),
+            ('virtual_images(ds, {"a": {"kind": "bf", "oter": 3}})',
+             lambda ds, d: _n4().virtual_images(ds, {"a": {"kind": "bf", "oter": 3}}), "unknown parameter(s)"),
+            ('Preprocessing(bin_factor="two")', lambda ds, d: _n4().Preprocessing(bin_factor="two"),
+             "Preprocessing() argument bin_factor = 'two'"),
+            ("load(path, nav_shape=(0, 3))", lambda ds, d: _n4().load(d / "nothere.npy", nav_shape=(0, 3)),
+             "load() argument nav_shape = (0, 3)"),
+            ("RRVAEConfig(lr=\"fast\")", lambda ds, d: _n4().RRVAEConfig(lr="fast"), "lr = 'fast'"),
+            ('analyze(ds, overwrite="yes")', lambda ds, d: _n4().analyze(ds, overwrite="yes"),
+             "analyze() argument overwrite = 'yes'"),
+            ("analyze(numpy_array)", lambda ds, d: _n4().analyze(np.zeros((2, 2, 4, 4))), "as_dataset"),
+        ]],
         Case("params", "`--epochs 0`", lambda d: _analyze(d, "--epochs", "0", src="missing.npy"), cli=True,
              expect="epochs = 0"),
         Case("params", "`--seed` beyond 64 bits", lambda d: _analyze(d, "--seed", str(2**70), src="missing.npy"),

@@ -26,6 +26,7 @@ from scipy import ndimage
 from .blocks import iter_separable_sums, iter_weighted_sums
 from .dataset import Dataset4D, as_dataset
 from .errors import DataError
+from .params import check_arguments
 from .progress import Steps, run_steps
 
 #: Angles sampled for the displayed curl curves.
@@ -215,6 +216,7 @@ def iter_center_of_mass(data, rotation="auto", flip="auto", mask=None, center=No
                         units: str = "px", block_bytes: int | None = None, icom_highpass: float = 0.25
                         ) -> Steps[COMResult]:
     """Generator form of :func:`center_of_mass` (yields Progress, returns COMResult)."""
+    check_arguments("iter_center_of_mass", locals())  # types and ranges, before any read
     ds = as_dataset(data)
     if units not in ("px", "mrad"):
         raise DataError(f"units must be 'px' or 'mrad', got {units!r}")
@@ -384,5 +386,6 @@ def center_of_mass(data, rotation="auto", flip="auto", mask=None, center=None, d
     -------
     COMResult
     """
+    check_arguments("center_of_mass", locals())  # types and ranges, before any read
     return run_steps(iter_center_of_mass(data, rotation, flip, mask, center, descan, units, block_bytes,
                                          icom_highpass), callback, cancel, "centre of mass")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, FourDSTEMError, ReaderError
 
 #: Largest seed accepted (numpy, torch and scikit-learn all take it).
 MAX_SEED = 2**32 - 1
@@ -88,30 +89,35 @@ def boolean() -> Param:
 
 def choice(*values) -> Param:
     shown = ", ".join("None" if v is None else repr(v) for v in values)
-    return Param(f"one of {shown}", lambda v: isinstance(v, (str, type(None))) and v in values)
+    return Param(f"one of {shown}" if len(values) > 1 else shown, lambda v: isinstance(v, (str, type(None))) and v in values)
 
 
 def either(*params: Param) -> Param:
     return Param(" or ".join(p.allowed for p in params), lambda v: any(p.ok(v) for p in params))
 
 
+def _seq(v) -> bool:
+    """A list, tuple or 1-D numpy array (TOML gives lists, Python callers tuples and arrays)."""
+    return isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.ndim == 1)
+
+
 def pair(item: Param, none: bool = False) -> Param:
     def ok(v):
-        return isinstance(v, (list, tuple)) and len(v) == 2 and all(item.ok(x) for x in v)
+        return _seq(v) and len(v) == 2 and all(item.ok(x) for x in v)
 
     return _or_none(Param(f"two values (y, x), each {item.allowed}", ok), none)
 
 
 def ints(n: int, lo: int = 0, none: bool = False) -> Param:
     def ok(v):
-        return isinstance(v, (list, tuple)) and len(v) == n and all(_is_int(x) and x >= lo for x in v)
+        return _seq(v) and len(v) == n and all(_is_int(x) and x >= lo for x in v)
 
     return _or_none(Param(f"{n} whole numbers >= {lo}", ok), none)
 
 
 def int_list(lo: int = 0) -> Param:
     def ok(v):
-        return isinstance(v, (list, tuple)) and all(_is_int(x) and x >= lo for x in v)
+        return _seq(v) and all(_is_int(x) and x >= lo for x in v)
 
     return Param(f"a list of whole numbers >= {lo}", ok)
 
@@ -154,7 +160,7 @@ TABLE: dict[str, dict[str, Param]] = {
     },
     "load": {
         "key": Param("a non-empty name or a signal index", _key_ok),
-        "nav_shape": pair(integer(1), none=True),
+        "nav_shape": Param("two positive integers (scan_y, scan_x), or None", pair(integer(1), none=True).ok),
         "cube": integer(none=True),
         "nan_policy": choice("raise", "ignore"),
         "lazy": boolean(),
@@ -294,12 +300,17 @@ def merge_params(*layers: dict | None) -> dict[str, Any]:
     return out
 
 
+def _shown(value) -> str:
+    """A value as one short line (an array by its type and shape, not its numbers)."""
+    if hasattr(value, "shape") and hasattr(value, "dtype") and getattr(value, "ndim", 0) > 1:
+        return f"<{type(value).__name__} of shape {tuple(value.shape)}, {value.dtype}>"
+    shown = " ".join(repr(value).split())
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
 def _bad(section: str, key: str, value, allowed: str, path) -> DataError:
     where = f"[{section}] {key}" if section else key
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return DataError(f"{where} = {shown}: must be {allowed}", path=path)
+    return DataError(f"{where} = {_shown(value)}: must be {allowed}", path=path)
 
 
 def signature_names(section: str) -> set[str]:
@@ -376,39 +387,155 @@ def check_params(params: dict, path=None) -> None:
     _check_combinations(params, path)
 
 
-def _check_combinations(params: dict, path) -> None:
-    rr = params.get("rrvae") or {}
-    dev = rr.get("device", "auto")
+def _device_problem(dev) -> tuple[str, str | None] | None:
+    """(problem, hint) when ``device`` names an accelerator this machine lacks."""
     if isinstance(dev, str) and dev.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise DataError(f"[rrvae] device = {dev!r}: CUDA is not available on this machine", path=path,
-                            hint="use device = 'auto' or 'cpu'")
+            return f"device = {dev!r}: CUDA is not available on this machine", "use device = 'auto' or 'cpu'"
         n = torch.cuda.device_count()
         if ":" in dev and int(dev.split(":")[1]) >= n:
-            raise DataError(f"[rrvae] device = {dev!r}: this machine has {n} CUDA device(s)", path=path)
+            return f"device = {dev!r}: this machine has {n} CUDA device(s)", None
     if dev == "mps":
         import torch
 
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise DataError("[rrvae] device = 'mps': MPS is not available on this machine", path=path,
-                            hint="use device = 'auto' or 'cpu'")
-    for name, det in (params.get("virtual") or {}).items():
-        if not isinstance(det, dict):
-            continue
-        inner, outer = det.get("inner"), det.get("outer")
-        if _is_num(inner) and _is_num(outer) and not inner < outer:
-            raise DataError(f"[virtual.{name}] inner = {inner!r} must be smaller than outer = {outer!r}", path=path)
-        if det.get("kind") == "mask" and det.get("mask") is None:
-            raise DataError(f"[virtual.{name}] kind = 'mask' needs mask = (a 2-D array of weights)", path=path)
-    pre = params.get("preprocess") or {}
-    crop = pre.get("crop_scan")
-    if isinstance(crop, (list, tuple)) and len(crop) == 4 and all(_is_int(v) for v in crop):
+            return "device = 'mps': MPS is not available on this machine", "use device = 'auto' or 'cpu'"
+    return None
+
+
+def _detector_problem(det: dict) -> str | None:
+    inner, outer = det.get("inner"), det.get("outer")
+    if _is_num(inner) and _is_num(outer) and not inner < outer:
+        return f"inner = {inner!r} must be smaller than outer = {outer!r}"
+    if det.get("kind") == "mask" and det.get("mask") is None:
+        return "kind = 'mask' needs mask = (a 2-D array of weights)"
+    return None
+
+
+def _crop_problem(crop) -> str | None:
+    if _seq(crop) and len(crop) == 4 and all(_is_int(v) for v in crop):
         y0, y1, x0, x1 = crop
         if not (y0 < y1 and x0 < x1):
-            raise DataError(f"[preprocess] crop_scan = {list(crop)}: must be [y0, y1, x0, x1] with y0 < y1 and "
-                            "x0 < x1", path=path)
+            return (f"crop_scan = {[int(v) for v in crop]}: must be [y0, y1, x0, x1] with y0 < y1 and "
+                    "x0 < x1")
+    return None
+
+
+def _check_combinations(params: dict, path) -> None:
+    rr = params.get("rrvae") or {}
+    dev = _device_problem(rr.get("device", "auto"))
+    if dev:
+        raise DataError(f"[rrvae] {dev[0]}", path=path, hint=dev[1])
+    for name, det in (params.get("virtual") or {}).items():
+        bad = _detector_problem(det) if isinstance(det, dict) else None
+        if bad:
+            raise DataError(f"[virtual.{name}] {bad}", path=path)
+    bad = _crop_problem((params.get("preprocess") or {}).get("crop_scan"))
+    if bad:
+        raise DataError(f"[preprocess] {bad}", path=path)
+
+
+# -- Python arguments --------------------------------------------------------------------------
+# The public functions check their arguments through the same table, with one line at the top of their body
+# (``check_arguments("center_of_mass", locals())``), before any data are read.
+def _path_ok(v) -> bool:
+    return isinstance(v, (str, os.PathLike)) and os.fspath(v) != ""
+
+
+def _source_ok(v) -> bool:
+    from .dataset import Dataset4D
+
+    return isinstance(v, Dataset4D) or _path_ok(v)
+
+
+def _config_ok(v) -> bool:
+    from .rrvae.config import RRVAEConfig
+
+    return v is None or isinstance(v, RRVAEConfig)
+
+
+PATH = Param("a file path (str or pathlib.Path)", _path_ok)
+_BLOCK = integer(1, none=True)
+
+#: function -> (section of :data:`TABLE` or None, arguments beyond the section, error class).
+#: Arguments in neither (the data, ``self``, callback, cancel) are not checked here.
+CALLS: dict[str, tuple[str | None, dict[str, Param], type[FourDSTEMError]]] = {
+    "load": ("load", {"path": PATH}, ReaderError),
+    "center_of_mass": ("com", {}, DataError),
+    "iter_center_of_mass": ("com", {}, DataError),
+    "virtual_image": ("virtual.*", {"block_bytes": _BLOCK}, DataError),
+    "iter_virtual_image": ("virtual.*", {"block_bytes": _BLOCK}, DataError),
+    "virtual_images": (None, {"block_bytes": _BLOCK}, DataError),
+    "iter_virtual_images": (None, {"block_bytes": _BLOCK}, DataError),
+    "Preprocessing": ("preprocess", {}, DataError),
+    "RRVAEConfig": ("rrvae", {}, DataError),
+    "RRVAE": (None, {"config": Param("an RRVAEConfig or None", _config_ok)}, DataError),
+    "analyze": (None, {"source": Param("a file path or a Dataset4D (wrap an array with "
+                                       "napari_4dstem.as_dataset)", _source_ok),
+                       "params": Param("a dict of parameter sections or None",
+                                       lambda v: v is None or isinstance(v, dict)),
+                       "out": _or_none(PATH, True), "overwrite": boolean()}, DataError),
+}
+
+
+def _check_values(label: str, given: dict, spec: dict[str, Param], error, path=None) -> None:
+    for k, v in given.items():
+        p = spec.get(k)
+        if p is None:
+            continue
+        try:
+            good = p.ok(v)
+        except Exception:  # noqa: BLE001 - a value a test cannot even look at is not allowed
+            good = False
+        if not good:
+            unknown = " (unknown)" if isinstance(v, str) and p.allowed.startswith("one of") and " or " not in \
+                p.allowed else ""
+            raise error(f"{label}{k} = {_shown(v)}{unknown}: must be {p.allowed}", path=path)
+
+
+def check_arguments(function: str, args: dict) -> None:
+    """Check a public function's arguments (``locals()`` at the top of its body) against :data:`TABLE`.
+
+    Raises the function's error class (:class:`DataError`; :class:`ReaderError` for ``load``) with one line
+    naming the function, the argument and what is allowed. Arguments the table does not list pass.
+    """
+    section, extra, error = CALLS[function]
+    spec = {**(TABLE[section] if section else {}), **extra}
+    label = f"{function}() argument "
+    path = args.get("path") if _path_ok(args.get("path")) else None  # load(): the message names the file
+    _check_values(label, args, spec, error, path)
+    if section == "virtual.*":
+        bad = _detector_problem(args)
+        if bad:
+            raise error(label + bad)
+    elif section == "preprocess":
+        bad = _crop_problem(args.get("crop_scan"))
+        if bad:
+            raise error(label + bad)
+    elif section == "rrvae":
+        dev = _device_problem(args.get("device", "auto"))
+        if dev:
+            raise error(label + dev[0], hint=dev[1])
+    if "detectors" in args and function.endswith("virtual_images"):
+        _check_detectors(function, args["detectors"], error)
+
+
+def _check_detectors(function: str, detectors, error) -> None:
+    if not isinstance(detectors, dict) or not all(isinstance(d, dict) for d in detectors.values()):
+        raise error(f"{function}() argument detectors = {_shown(detectors)}: must be a dict "
+                    "{name: {'kind': ..., 'inner': ..., ...}}")
+    spec = TABLE["virtual.*"]
+    for name, det in detectors.items():
+        label = f"{function}() detector {name!r}: "
+        unknown = sorted(str(k) for k in det if k not in spec)
+        if unknown:
+            raise error(f"{label}unknown parameter(s) {unknown}", hint=f"allowed: {', '.join(sorted(spec))}")
+        _check_values(label, det, spec, error)
+        bad = _detector_problem(det)
+        if bad:
+            raise error(label + bad)
 
 
 # -- before the first pass ---------------------------------------------------------------------
@@ -427,6 +554,7 @@ def check_run(params: dict | None, source=None, out=None, overwrite: bool = Fals
     final write, see :func:`napari_4dstem.results.preflight_output`), and for a :class:`Dataset4D` source the
     memory the preprocessed stack needs and whether the rrVAE can train on the scan.
     """
+    check_arguments("analyze", {"source": source, "params": params, "out": out, "overwrite": overwrite})
     p = merge_params(params)
     check_params(p)
     from .dataset import Dataset4D
@@ -541,4 +669,4 @@ def check_fits(ds, params: dict) -> None:
 
 __all__ = ["Param", "TABLE", "DEFAULTS", "register_section", "sections", "default_params", "load_config",
            "merge_params", "check_params", "check_run", "estimate", "check_fits", "integer", "number", "boolean",
-           "choice", "either", "pair", "ints", "int_list", "MASK"]
+           "choice", "either", "pair", "ints", "int_list", "MASK", "PATH", "CALLS", "check_arguments"]

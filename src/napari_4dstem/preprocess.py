@@ -23,6 +23,7 @@ import numpy as np
 from .blocks import release_pages
 from .dataset import DEFAULT_BLOCK_BYTES, Dataset4D, as_dataset, available_memory
 from .errors import DataError
+from .params import check_arguments
 from .progress import Progress, Steps, run_steps
 
 NORMALIZE = (None, "minmax", "total", "zscore", "std")
@@ -209,6 +210,7 @@ class Preprocessing:
                  normalize: str | None = "minmax", pca_components: int | None = None, pca_drop=(),
                  pca_method: str = "auto", hot_pixel_threshold: float = 8.0, block_bytes: int | None = None,
                  random_state: int = 0, square: bool = True, scan_sigma: float | str = "auto"):
+        check_arguments("Preprocessing", locals())  # types and ranges, before any read
         self.bin_factor = bin_factor
         self.target_size = target_size
         self.center = center

@@ -16,6 +16,7 @@ import numpy as np
 from .blocks import iter_weighted_sums, sample_mean_pattern
 from .dataset import Dataset4D, as_dataset
 from .errors import DataError
+from .params import check_arguments
 from .progress import Steps, run_steps
 
 KINDS = ("bf", "abf", "adf", "annulus", "mask")
@@ -196,6 +197,7 @@ def _default_bf_radius(ds: Dataset4D, units: str, pattern_fn) -> float:
 # -- images --------------------------------------------------------------------------------------
 def iter_virtual_images(data, detectors: dict[str, dict], block_bytes: int | None = None) -> Steps[dict]:
     """Generator form of :func:`virtual_images`."""
+    check_arguments("iter_virtual_images", locals())  # types and ranges, before any read
     ds = as_dataset(data)
     if not detectors:
         raise DataError("no virtual detector given", hint="e.g. {'adf': {'kind': 'adf'}}")
@@ -229,6 +231,7 @@ def virtual_images(data, detectors: dict[str, dict], block_bytes: int | None = N
     -------
     ``{name: VirtualImage}``; images are float64 sums of the source intensities.
     """
+    check_arguments("virtual_images", locals())  # types and ranges, before any read
     return run_steps(iter_virtual_images(data, detectors, block_bytes), callback, cancel, "virtual detectors")
 
 
@@ -236,6 +239,7 @@ def iter_virtual_image(data, kind: str = "bf", inner: float | None = None, outer
                        units: str = "px", mask=None, center=None, block_bytes: int | None = None
                        ) -> Steps[VirtualImage]:
     """Generator form of :func:`virtual_image`."""
+    check_arguments("iter_virtual_image", locals())  # types and ranges, before any read
     spec = dict(kind=kind, inner=inner, outer=outer, units=units, mask=mask, center=center)
     res = yield from iter_virtual_images(data, {kind: spec}, block_bytes)
     return res[kind]
@@ -264,6 +268,7 @@ def virtual_image(data, kind: str = "bf", inner: float | None = None, outer: flo
     -------
     VirtualImage with ``image`` (scan_y, scan_x) float64, ``mask`` and ``parameters``.
     """
+    check_arguments("virtual_image", locals())  # types and ranges, before any read
     return run_steps(iter_virtual_image(data, kind, inner, outer, units, mask, center, block_bytes),
                      callback, cancel, "virtual image")
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..dataset import Dataset4D, Provenance
 from ..errors import DataError, ReaderError
+from ..params import check_arguments
 from .checks import (OPTIONS, Raw, check_dtype, check_finite, check_options, file_size_check, library_errors,
                      to_4d)
 
@@ -84,6 +85,7 @@ def load(path, **options) -> Dataset4D:
     DataError
         NaN/Inf in float data (with ``nan_policy="raise"``), or ``lazy=False`` on data larger than memory.
     """
+    check_arguments("load", {"path": path, **options})  # types and ranges, before any read
     p = Path(path).expanduser()
     opts = check_options(p, options)
     file_size_check(p)

@@ -69,9 +69,9 @@ class RRVAEConfig:
         def bad(msg, hint=None):
             raise DataError(f"rrVAE parameter: {msg}", hint=hint)
 
-        from ..params import check_params  # types and ranges first (harden): one line naming the parameter
+        from ..params import check_arguments  # types and ranges first (harden): one line naming the parameter
 
-        check_params({"rrvae": {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}})
+        check_arguments("RRVAEConfig", {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
         if int(self.latent_dim) < 1:
             bad(f"latent_dim={self.latent_dim}", "the model needs at least one content latent (latent_dim >= 1)")

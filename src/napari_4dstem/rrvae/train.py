@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, ModelError
+from ..params import check_arguments
 from ..progress import Progress, run_steps, watch_steps
 from . import io as _io
 from .config import RRVAEConfig
@@ -72,6 +73,7 @@ class RRVAE:
     """
 
     def __init__(self, config: RRVAEConfig | None = None, **kwargs):
+        check_arguments("RRVAE", {"config": config})  # an RRVAEConfig (keywords are checked by RRVAEConfig)
         self.config = config if config is not None else RRVAEConfig(**kwargs)
         self.history: list[dict] = []
         self.best_epoch: int | None = None
