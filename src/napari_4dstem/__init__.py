@@ -33,7 +33,7 @@ _LAZY = {
     "export_results": "napari_4dstem.export",
     "zernike_moments": "napari_4dstem.zernike",
     "ZernikeResult": "napari_4dstem.zernike",
-    "motifs": "napari_4dstem.motifs",
+    "zernike_motifs": "napari_4dstem.motifs",
     "MotifResult": "napari_4dstem.motifs",
 }
 
