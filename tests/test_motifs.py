@@ -160,3 +160,95 @@ def test_patch_mode_gives_the_odd_atom_its_own_class():
     k90 = int(np.argmin(np.hypot(*(res90.positions - p90).T)))
     c90 = np.bincount(res90.labels)
     assert res90.labels[k90] != c90.argmax() and c90[res90.labels[k90]] <= 3
+
+
+# -- results file, pipeline, command line ---------------------------------------------------------
+def test_analyze_writes_the_zernike_group_and_reads_it_back(tmp_path):
+    import h5py
+
+    from napari_4dstem import load_results
+    from napari_4dstem.pipeline import analyze
+    from napari_4dstem.zernike_io import read_zernike_group
+
+    ds = make_sample("graphene_vacancy", scan_shape=(12, 12), detector_shape=(32, 32))
+    out = tmp_path / "r.h5"
+    res = analyze(ds, {"run_rrvae": False, "run_zernike": True, "zernike": {"order": 6, "n_classes": 3}}, out=out)
+    assert res.parameters["zernike"]["order"] == 6 and res.parameters["zernike"]["n_classes_used"] == 3
+    with h5py.File(out) as f:
+        g = f["zernike"]
+        for name in ("features", "angle", "labels", "outlier", "class_means"):
+            assert name in g, name
+        assert list(g["class_means"].attrs["axes"]) == ["class", "det_y", "det_x"]
+        assert g["class_means"].shape == (3, 32, 32) and g["labels"].shape == (12, 12)
+        assert g.attrs["indices"].shape == (16, 2)
+    back = read_zernike_group(out)
+    assert back["parameters"]["order"] == 6
+    np.testing.assert_array_equal(back["labels"], res.maps["zernike/labels"])
+    # the class means are the means of the member patterns
+    data = np.asarray(ds.data, np.float64)
+    for c in range(3):
+        np.testing.assert_allclose(back["class_means"][c], data[back["labels"] == c].mean(0), rtol=1e-5, atol=1e-8)
+    assert "zernike/outlier" in load_results(out).maps
+
+
+def test_write_zernike_group_from_a_motif_result(tmp_path, vacancy_motifs):
+    import h5py
+
+    from napari_4dstem.zernike_io import read_zernike_group, write_zernike_group
+
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        write_zernike_group(f, vacancy_motifs)
+    d = read_zernike_group(tmp_path / "m.h5")
+    np.testing.assert_allclose(d["outlier"], vacancy_motifs.outlier)
+    assert d["features"].shape == np.moveaxis(vacancy_motifs.features, -1, 0).shape
+    assert d["parameters"]["counts"] == vacancy_motifs.counts.tolist()
+    with h5py.File(tmp_path / "empty.h5", "w"):
+        pass
+    from napari_4dstem import ReaderError
+
+    with pytest.raises(ReaderError):
+        read_zernike_group(tmp_path / "empty.h5")
+
+
+def test_cli_zernike_flag_and_config_section(tmp_path):
+    from napari_4dstem.cli import analyze_params, build_parser
+    from napari_4dstem.pipeline import load_config
+
+    cfg = tmp_path / "p.toml"
+    cfg.write_text("[zernike]\norder = 6\nmethod = \"kmeans\"\n")
+    args = build_parser().parse_args(["analyze", "in.npy", "-o", "r.h5", "--zernike", "--no-rrvae",
+                                      "--config", str(cfg)])
+    p = analyze_params(args)
+    assert p["run_zernike"] is True and p["run_rrvae"] is False and p["zernike"]["order"] == 6
+    cfg.write_text("[zernike]\norderr = 6\n")
+    with pytest.raises(DataError, match="orderr"):
+        load_config(cfg)
+
+
+def test_motifs_dock_shows_labels_outlier_and_class_average(make_napari_viewer, qtbot):
+    from napari_4dstem.gui._motifs_widget import ATOMS, LABELS, MEAN, OUTLIER, MotifsWidget, find_dataset
+    from napari_4dstem.gui._reader import dataset_layers
+
+    viewer = make_napari_viewer()
+    w = MotifsWidget(viewer)
+    w.run()  # no data yet: a message, no crash
+    assert "open" in w.status.text()
+    ds = make_sample("graphene_vacancy", scan_shape=(16, 16), detector_shape=(32, 32))
+    for data, kw, kind in dataset_layers(ds, navigator=np.asarray(ds.data).sum((2, 3))):
+        getattr(viewer, f"add_{kind}")(data, **kw)
+    assert find_dataset(viewer) is ds
+    w.classes.setValue(3)
+    worker = w.run()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    assert w.result is not None and w.result.n_classes == 3
+    np.testing.assert_array_equal(viewer.layers[LABELS].data, w.result.labels + 1)
+    assert viewer.layers[OUTLIER].data.shape == (16, 16)
+    w.pick.setValue(2)
+    np.testing.assert_allclose(viewer.layers[MEAN].data, w.result.class_means[2], rtol=1e-6)
+    assert viewer.layers[MEAN].metadata["class"] == 2
+    # picking a label in the labels layer shows that class
+    viewer.layers[LABELS].selected_label = 2
+    assert w.pick.value() == 1 and viewer.layers[MEAN].metadata["class"] == 1
+    layer = w.atoms()
+    assert layer is None or (layer.name == ATOMS and len(layer.data) == len(layer.properties["motif_class"]))

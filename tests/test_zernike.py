@@ -183,7 +183,7 @@ def test_default_disc_from_the_bright_field_disc(graphene):
     p = res.parameters
     assert p["radius_from"] == "bright-field disc" and p["center_from"] == "calibration"
     assert 1.4 * p["bf_radius_px"] < res.radius <= 1.5 * p["bf_radius_px"] + 1e-9
-    assert res.moments.shape == (12, 12, 25) and res.moments.dtype == np.complex128
+    assert res.moments.shape == (12, 12, 16) and res.moments.dtype == np.complex128
 
 
 @pytest.mark.parametrize("kw", [{"order": -1}, {"order": 2.5}, {"order": 99}, {"radius": 0}, {"radius": "big"},

@@ -213,8 +213,6 @@ def iter_motifs(data, order: int = DEFAULT_ORDER, radius: float | None = None, c
     from scipy import ndimage
     from sklearn.decomposition import PCA
 
-    from .rrvae.maps import neighbourhood_outlier
-
     if features not in FEATURES:
         raise DataError(f"features must be one of {FEATURES}, got {features!r}")
     if method not in METHODS:
@@ -246,8 +244,7 @@ def iter_motifs(data, order: int = DEFAULT_ORDER, radius: float | None = None, c
     yield Progress(1, 1, "motif classes")
     if min(sy, sx) >= 8:
         # smoothing inside: windows where it meets the scan edge are left out of the comparison
-        d = neighbourhood_outlier(np.moveaxis(raw_pcs, -1, 0), radius=window, smooth=sigma,
-                                  seed=seed).astype(np.float64) ** 2
+        d = window_outlier(np.moveaxis(raw_pcs, -1, 0), radius=window, smooth=sigma, seed=seed) ** 2
         if spread and spread > 0:
             d = ndimage.gaussian_filter(d, spread, mode="nearest")
         med = float(np.median(d))
@@ -272,6 +269,64 @@ def iter_motifs(data, order: int = DEFAULT_ORDER, radius: float | None = None, c
     if class_means and ds is not None:
         res.class_means = yield from iter_class_means(ds, res.labels, n_cls, block_bytes)
     return res
+
+
+def window_outlier(channels: np.ndarray, radius: int = 3, smooth: float = 0.0, subpixel: bool = True,
+                   max_references: int = 4096, seed: int = 0) -> np.ndarray:
+    """Distance of every position's window of map values to the most similar window elsewhere in the scan.
+
+    As :func:`napari_4dstem.rrvae.neighbourhood_outlier` (channels robustly standardised, smoothed by
+    ``smooth`` pixels, ``(2 radius + 1)^2`` windows, references centred at least ``2 radius + 1`` pixels away,
+    positions near the edge take the nearest computed score), plus, with ``subpixel``, the half-pixel
+    references: the means of horizontally, vertically and diagonally neighbouring windows. A lattice whose
+    period is not a whole number of scan pixels repeats a window only half a pixel off; without these
+    references noiseless data show bands of false outliers where no whole-pixel repeat lies inside the scan.
+    """
+    from scipy import ndimage
+
+    from .rrvae.maps import robust_zscore
+
+    c = np.asarray(channels, np.float64)
+    if c.ndim == 2:
+        c = c[None]
+    _, h, w = c.shape
+    r = max(0, min(int(radius), (min(h, w) - 1) // 4))
+    c = np.stack([robust_zscore(ch) for ch in c])
+    if smooth and smooth > 0:
+        c = np.stack([ndimage.gaussian_filter(ch, smooth, mode="nearest") for ch in c])
+    b = r + (int(math.ceil(2 * smooth)) if smooth and smooth > 0 else 0)
+    b = max(r, min(b, (min(h, w) - 1) // 2 - r))
+    ih, iw = h - 2 * b, w - 2 * b
+    offs = range(-r, r + 1)
+    f = np.stack([c[:, b + dy:b + dy + ih, b + dx:b + dx + iw] for dy in offs for dx in offs], 1)
+    f = f.reshape(-1, ih, iw)  # (D, ih, iw)
+    yy, xx = np.indices((ih, iw), dtype=np.float64)
+    refs = [(f, yy, xx)]
+    if subpixel:
+        refs += [((f[:, :, 1:] + f[:, :, :-1]) / 2, yy[:, :-1], xx[:, :-1] + 0.5),
+                 ((f[:, 1:] + f[:, :-1]) / 2, yy[:-1] + 0.5, xx[:-1]),
+                 ((f[:, 1:, 1:] + f[:, :-1, :-1] + f[:, 1:, :-1] + f[:, :-1, 1:]) / 4, yy[:-1, :-1] + 0.5,
+                  xx[:-1, :-1] + 0.5)]
+    q = np.ascontiguousarray(f.reshape(f.shape[0], -1).T, dtype=np.float32)  # (N, D)
+    fr = np.concatenate([np.ascontiguousarray(a.reshape(a.shape[0], -1).T) for a, _, _ in refs]).astype(np.float32)
+    ry = np.concatenate([a.ravel() for _, a, _ in refs])
+    rx = np.concatenate([a.ravel() for _, _, a in refs])
+    if len(fr) > max_references * len(refs):
+        pick = np.sort(np.random.default_rng(seed).choice(len(fr), max_references * len(refs), replace=False))
+        fr, ry, rx = fr[pick], ry[pick], rx[pick]
+    qy, qx = yy.ravel(), xx.ravel()
+    sq, sqr = (q * q).sum(1), (fr * fr).sum(1)
+    ex = 2 * r + 1
+    score = np.full(len(q), np.inf)
+    for i0 in range(0, len(q), 512):
+        sl = slice(i0, i0 + 512)
+        d2 = sq[sl, None] + sqr[None] - 2.0 * (q[sl] @ fr.T)
+        d2[(np.abs(qy[sl, None] - ry[None]) < ex) & (np.abs(qx[sl, None] - rx[None]) < ex)] = np.inf
+        score[sl] = d2.min(1)
+    score = np.sqrt(np.maximum(score, 0.0))
+    ok = np.isfinite(score)
+    score[~ok] = float(np.median(score[ok])) if ok.any() else 0.0
+    return np.pad(score.reshape(ih, iw), ((b, h - b - ih), (b, w - b - iw)), mode="edge").astype(np.float64)
 
 
 def zernike_motifs(data, order: int = DEFAULT_ORDER, radius: float | None = None, center=None, n_classes="auto",
@@ -453,5 +508,5 @@ def patch_motifs(image: np.ndarray, positions: np.ndarray | None = None, patch_r
                                                   "method": method, "n_components": p, "seed": seed})
 
 
-__all__ = ["MotifResult", "PatchMotifs", "zernike_motifs", "iter_motifs", "cluster", "feature_matrix", "iter_class_means",
+__all__ = ["MotifResult", "PatchMotifs", "zernike_motifs", "window_outlier", "iter_motifs", "cluster", "feature_matrix", "iter_class_means",
            "find_atoms", "patch_motifs", "nearest_neighbour_distance", "noise_ratio", "auto_smooth"]
