@@ -178,11 +178,15 @@ def test_reconstruction_of_a_band_limited_pattern_and_convergence():
     assert errs[0] > errs[1] > errs[2] and errs[2] < 0.02
 
 
-def test_default_disc_from_the_bright_field_disc(graphene):
-    res = napari_4dstem.zernike_moments(graphene)
+def test_default_disc_from_the_convergence_angle_or_the_intensity(graphene):
+    res = napari_4dstem.zernike_moments(graphene)  # calibrated: 31 mrad at 2.5 mrad per pixel
     p = res.parameters
-    assert p["radius_from"] == "bright-field disc" and p["center_from"] == "calibration"
-    assert 1.4 * p["bf_radius_px"] < res.radius <= 1.5 * p["bf_radius_px"] + 1e-9
+    assert p["radius_from"] == "convergence angle" and p["center_from"] == "calibration"
+    assert np.isclose(p["bf_radius_px"], 31 / 2.5) and np.isclose(res.radius, 1.5 * 31 / 2.5)
+    plain = napari_4dstem.zernike_moments(np.asarray(graphene.data))  # no calibration: from the data
+    q = plain.parameters
+    assert q["radius_from"] == "99% of the mean pattern" and q["center_from"] == "detector centre"
+    assert abs(q["bf_radius_px"] - 31 / 2.5) < 1.5 and plain.center == (31.5, 31.5)
     assert res.moments.shape == (12, 12, 16) and res.moments.dtype == np.complex128
 
 

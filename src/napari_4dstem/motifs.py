@@ -191,7 +191,7 @@ def cluster(x: np.ndarray, n_classes="auto", method: str = "gmm", seed: int = 0,
         model = best[1]
         labels = model.labels_
     else:
-        model = HDBSCAN(min_cluster_size=max(5, n // 50)).fit(x)
+        model = HDBSCAN(min_cluster_size=max(5, n // 50), copy=True).fit(x)
         labels = model.labels_.copy()
         labels[labels < 0] = labels.max() + 1  # noise: a class of its own
         sel["n_found"] = float(len(np.unique(labels)))

@@ -179,30 +179,19 @@ def _ortho(shape, order, radius, center, oversample):
 
 
 def default_geometry(ds: Dataset4D, radius=None, center=None) -> tuple[float, tuple[float, float], dict]:
-    """The disc: centre from the calibration (else the bright-field disc, else the detector centre), radius
-    ``DEFAULT_RADIUS_BF`` x the bright-field radius (found in a few scan rows, or from the calibrated
-    convergence angle), clipped to the largest disc inside the detector. Explicit values win."""
+    """The disc: centre = the calibrated detector centre, else the geometric centre ``(N - 1) / 2`` (as COM;
+    exactly rotation-covariant under 90-degree turns of a square detector); radius = ``DEFAULT_RADIUS_BF`` x
+    the bright-field radius (from the calibrated convergence angle, else the radius holding 99 % of the mean
+    pattern's intensity: robust to the interference inside coherent discs), clipped to the largest disc inside
+    the detector. Explicit values win."""
     from .blocks import sample_mean_pattern
-    from .virtual import detector_pixel_mrad, find_bf_disc
+    from .virtual import detector_pixel_mrad
 
     h, w = ds.detector_shape
     info: dict[str, Any] = {}
-    bf = None
-    if radius is None or center is None:
-        try:
-            bf = find_bf_disc(sample_mean_pattern(ds, max_frames=256))
-        except DataError:
-            bf = None
     if center is None:
-        if ds.calibration.detector_center is not None:
-            center = ds.detector_center
-            info["center_from"] = "calibration"
-        elif bf is not None:
-            center = (bf[0], bf[1])
-            info["center_from"] = "bright-field disc"
-        else:
-            center = ds.detector_center
-            info["center_from"] = "detector centre"
+        center = ds.detector_center
+        info["center_from"] = "calibration" if ds.calibration.detector_center is not None else "detector centre"
     center = (float(center[0]), float(center[1]))
     edge = min(center[0] + 0.5, h - 0.5 - center[0], center[1] + 0.5, w - 0.5 - center[1])
     if edge <= 0:
@@ -212,10 +201,11 @@ def default_geometry(ds: Dataset4D, radius=None, center=None) -> tuple[float, tu
         r_bf = None
         mr = detector_pixel_mrad(ds)
         alpha = ds.calibration.convergence_semiangle_mrad
-        if bf is not None:
-            r_bf, info["radius_from"] = bf[2], "bright-field disc"
-        elif alpha and mr:
+        if alpha and mr:
             r_bf, info["radius_from"] = float(alpha) / float(np.mean(mr)), "convergence angle"
+        else:
+            r_bf = intensity_radius(sample_mean_pattern(ds, max_frames=256), center, 0.99)
+            info["radius_from"] = "99% of the mean pattern"
         if r_bf:
             radius = min(DEFAULT_RADIUS_BF * r_bf, edge)
             info["bf_radius_px"] = float(r_bf)
@@ -225,6 +215,19 @@ def default_geometry(ds: Dataset4D, radius=None, center=None) -> tuple[float, tu
     if not radius > 0 or not math.isfinite(radius):
         raise DataError(f"Zernike disc radius must be a positive number of pixels, got {radius!r}")
     return radius, center, info
+
+
+def intensity_radius(pattern: np.ndarray, center, fraction: float = 0.99) -> float | None:
+    """Radius (pixels) about ``center`` inside which ``fraction`` of the pattern's intensity lies (None if empty)."""
+    p = np.clip(np.asarray(pattern, np.float64), 0, None)
+    tot = p.sum()
+    if not tot > 0 or not np.isfinite(tot):
+        return None
+    yy, xx = np.indices(p.shape)
+    r = np.hypot(yy - center[0], xx - center[1]).ravel()
+    o = np.argsort(r, kind="stable")
+    c = np.cumsum(p.ravel()[o]) / tot
+    return float(max(r[o][min(np.searchsorted(c, fraction), len(c) - 1)], 1.0))
 
 
 def iter_zernike_moments(data, order: int = DEFAULT_ORDER, radius: float | None = None, center=None,
@@ -281,11 +284,11 @@ def zernike_moments(data, order: int = DEFAULT_ORDER, radius: float | None = Non
     order
         Largest radial order ``n`` (default 6: K = 16 moments with m >= 0).
     radius
-        Disc radius in detector pixels. Default: 1.5 x the bright-field disc radius (found in the data, else
-        from the calibrated convergence angle), clipped to the detector.
+        Disc radius in detector pixels. Default: 1.5 x the bright-field disc radius (from the calibrated
+        convergence angle, else the radius holding 99 % of the mean pattern's intensity), clipped to the detector.
     center
-        Disc centre ``(y, x)`` in detector pixels. Default: the calibrated detector centre, else the
-        bright-field disc's centre, else ``(N - 1) / 2``.
+        Disc centre ``(y, x)`` in detector pixels. Default: the calibrated detector centre, else ``(N - 1) / 2``
+        (the COM default).
     block_bytes, oversample
         Source bytes read per block; sub-pixel points per axis of the pixel-averaged basis.
     callback, cancel
@@ -351,4 +354,4 @@ def reconstruct(moments: np.ndarray, indices: np.ndarray, shape: tuple[int, int]
 
 __all__ = ["ZernikeResult", "zernike_moments", "iter_zernike_moments", "zernike_weights", "zernike_basis",
            "zernike_indices", "radial_polynomial", "orthogonality_report", "invariant_features", "rotation_map",
-           "reconstruct", "default_geometry"]
+           "reconstruct", "default_geometry", "intensity_radius"]
