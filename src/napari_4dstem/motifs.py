@@ -508,5 +508,18 @@ def patch_motifs(image: np.ndarray, positions: np.ndarray | None = None, patch_r
                                                   "method": method, "n_components": p, "seed": seed})
 
 
+def params_table() -> dict:
+    """The ``[zernike]`` section for ``napari_4dstem.params`` (the parameter table of the harden branch):
+    ``register_section("zernike", params_table())``, and the top-level key ``run_zernike = boolean()``.
+    Until that module exists the pipeline checks the keys against :func:`zernike_motifs`' signature."""
+    from .params import boolean, choice, either, integer, number, pair  # type: ignore[import-not-found]
+
+    return {"order": integer(0, 40), "radius": number(0, lo_open=True, none=True),
+            "center": pair(number(), none=True), "n_classes": either(choice("auto"), integer(1, 64)),
+            "method": choice(*METHODS), "features": choice(*FEATURES), "n_components": integer(1, 64),
+            "smooth": either(choice("auto"), number(0)), "window": integer(0, 32), "spread": number(0),
+            "class_means": boolean(), "seed": integer(0, 2**32 - 1), "block_bytes": integer(1, none=True)}
+
+
 __all__ = ["MotifResult", "PatchMotifs", "zernike_motifs", "window_outlier", "iter_motifs", "cluster", "feature_matrix", "iter_class_means",
            "find_atoms", "patch_motifs", "nearest_neighbour_distance", "noise_ratio", "auto_smooth"]
