@@ -159,14 +159,16 @@ def cluster(x: np.ndarray, n_classes="auto", method: str = "gmm", seed: int = 0,
     sel: dict[str, float] = {}
     if method == "gmm":
         ks = range(1, min(max_classes, n) + 1) if n_classes == "auto" else [n_classes]
+        # the number of classes by BIC on at most 2048 patterns (a lattice's patterns repeat), then one fit on all
+        sub = x if n <= 2048 else x[np.sort(np.random.default_rng(seed).choice(n, 2048, replace=False))]
         best = None
         for k in ks:
-            g = GaussianMixture(k, covariance_type="full", random_state=seed, reg_covar=1e-4).fit(x)
-            b = float(g.bic(x))
+            g = GaussianMixture(k, covariance_type="full", random_state=seed, reg_covar=1e-4).fit(sub)
+            b = float(g.bic(sub))
             sel[str(k)] = b
             if best is None or b < best[0]:
-                best = (b, g)
-        model = best[1]
+                best = (b, k)
+        model = GaussianMixture(best[1], covariance_type="full", random_state=seed, reg_covar=1e-4).fit(x)
         labels = model.predict(x)
         dist = np.zeros(n)
         for c in range(model.n_components):
@@ -271,6 +273,15 @@ def iter_motifs(data, order: int = DEFAULT_ORDER, radius: float | None = None, c
     return res
 
 
+def _robust_z(m: np.ndarray) -> np.ndarray:
+    # (m - median) / (1.4826 MAD), as rrvae.robust_zscore (not imported: napari_4dstem.rrvae loads torch)
+    med = np.median(m)
+    mad = 1.4826 * np.median(np.abs(m - med))
+    if not mad > 0:
+        mad = np.std(m)
+    return (m - med) / mad if mad > 0 else np.zeros_like(m)
+
+
 def window_outlier(channels: np.ndarray, radius: int = 3, smooth: float = 0.0, subpixel: bool = True,
                    max_references: int = 4096, seed: int = 0) -> np.ndarray:
     """Distance of every position's window of map values to the most similar window elsewhere in the scan.
@@ -284,14 +295,12 @@ def window_outlier(channels: np.ndarray, radius: int = 3, smooth: float = 0.0, s
     """
     from scipy import ndimage
 
-    from .rrvae.maps import robust_zscore
-
     c = np.asarray(channels, np.float64)
     if c.ndim == 2:
         c = c[None]
     _, h, w = c.shape
     r = max(0, min(int(radius), (min(h, w) - 1) // 4))
-    c = np.stack([robust_zscore(ch) for ch in c])
+    c = np.stack([_robust_z(ch) for ch in c])
     if smooth and smooth > 0:
         c = np.stack([ndimage.gaussian_filter(ch, smooth, mode="nearest") for ch in c])
     b = r + (int(math.ceil(2 * smooth)) if smooth and smooth > 0 else 0)
@@ -314,14 +323,21 @@ def window_outlier(channels: np.ndarray, radius: int = 3, smooth: float = 0.0, s
     if len(fr) > max_references * len(refs):
         pick = np.sort(np.random.default_rng(seed).choice(len(fr), max_references * len(refs), replace=False))
         fr, ry, rx = fr[pick], ry[pick], rx[pick]
-    qy, qx = yy.ravel(), xx.ravel()
+    # positions in half pixels as small integers: the exclusion test is cheap integer arithmetic
+    qy, qx = (2 * yy.ravel()).astype(np.int16), (2 * xx.ravel()).astype(np.int16)
+    ry, rx = np.round(2 * ry).astype(np.int16), np.round(2 * rx).astype(np.int16)
     sq, sqr = (q * q).sum(1), (fr * fr).sum(1)
-    ex = 2 * r + 1
+    ex = 2 * (2 * r + 1)
     score = np.full(len(q), np.inf)
     for i0 in range(0, len(q), 512):
         sl = slice(i0, i0 + 512)
-        d2 = sq[sl, None] + sqr[None] - 2.0 * (q[sl] @ fr.T)
-        d2[(np.abs(qy[sl, None] - ry[None]) < ex) & (np.abs(qx[sl, None] - rx[None]) < ex)] = np.inf
+        d2 = q[sl] @ fr.T
+        d2 *= -2.0
+        d2 += sqr[None]
+        d2 += sq[sl, None]
+        near = np.abs(qy[sl, None] - ry[None]) < ex
+        near &= np.abs(qx[sl, None] - rx[None]) < ex
+        d2[near] = np.inf
         score[sl] = d2.min(1)
     score = np.sqrt(np.maximum(score, 0.0))
     ok = np.isfinite(score)
