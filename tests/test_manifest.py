@@ -36,6 +36,6 @@ def test_manifest_matches_the_core_and_the_gui():
     patterns = set(m.contributions.readers[0].filename_patterns)
     assert patterns == {f"*{ext}" for ext in SUPPORTED}, "reader patterns and io.SUPPORTED disagree"
     docks = [w.display_name for w in m.contributions.widgets]
-    assert docks == ["Data", "Detector", "Preprocess", "COM / DPC", "rrVAE", "Inspector"]  # workflow order
+    assert docks == ["Data", "Detector", "Preprocess", "COM / DPC", "rrVAE", "Inspector", "Motifs"]  # workflow order
     assert [s.key for s in m.contributions.sample_data] == ["graphene_vacancy"]
     assert m.contributions.writers[0].filename_extensions == [".h5"]

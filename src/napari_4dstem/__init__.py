@@ -31,6 +31,10 @@ _LAZY = {
     "analyze": "napari_4dstem.pipeline",
     "export_map": "napari_4dstem.export",
     "export_results": "napari_4dstem.export",
+    "zernike_moments": "napari_4dstem.zernike",
+    "ZernikeResult": "napari_4dstem.zernike",
+    "zernike_motifs": "napari_4dstem.motifs",
+    "MotifResult": "napari_4dstem.motifs",
 }
 
 __all__ = [

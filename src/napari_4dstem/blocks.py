@@ -86,7 +86,37 @@ def iter_weighted_sums(ds: Dataset4D, weights: np.ndarray, block_bytes: int | No
             np.dot(piece, wt[j], out=res[j])
         return res
 
+    if k >= GEMM_MIN_MAPS:  # zernike branch: many maps (Zernike moments) -> one matrix product per piece
+        wtt = np.ascontiguousarray(wt.T)
+        one_thread = _one_blas_thread()
+
+        def kernel(piece: np.ndarray) -> np.ndarray:  # noqa: F811
+            with one_thread():  # small GEMMs on many BLAS threads stall on a busy machine
+                return (piece @ wtt).T
+
     return (yield from _iter_reduce(ds, k, kernel, ct, block_bytes, message, check_negative))
+
+
+#: From this many weight maps on, one (single-threaded) GEMM per piece replaces the matrix-vector products:
+#: measured 2.3x faster for the 28 maps of Zernike order 6 (zernike branch).
+GEMM_MIN_MAPS = 8
+
+
+def _one_blas_thread():
+    """A context manager limiting BLAS to one thread (threadpoolctl, cheap: ~20 us), or a no-op without it."""
+    import contextlib
+
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext
+    ctl = _CONTROLLER.get("c")
+    if ctl is None:
+        ctl = _CONTROLLER["c"] = ThreadpoolController()
+    return lambda: ctl.limit(limits=1, user_api="blas")
+
+
+_CONTROLLER: dict = {}
 
 
 def iter_separable_sums(ds: Dataset4D, col_weights: np.ndarray, terms: list[list[tuple[int, np.ndarray]]],

@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the GUI's workflow headless and write one results file (docs/results.md).")
     a.add_argument("input", help="4D-STEM file (see docs/readers.md)")
     a.add_argument("--out", "-o", required=True, metavar="RESULTS.h5", help="results file to write")
-    a.add_argument("--config", metavar="params.toml", help="parameters: [load] [preprocess] [com] [virtual] [rrvae]")
+    a.add_argument("--config", metavar="params.toml", help="parameters: [load] [preprocess] [com] [virtual] [rrvae] [zernike]")
     a.add_argument("--epochs", type=int, metavar="N", help="rrVAE epochs (default: the mode's)")
     a.add_argument("--latent-dim", type=int, metavar="K", help="rrVAE content latents (default 2)")
     mode = a.add_mutually_exclusive_group()
@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rrVAE models averaged in the outlier (defect) map; default auto: 3 for noisy scans in the "
                         "fast mode, else 1 (docs/rrvae.md)")
     a.add_argument("--no-rrvae", action="store_true", help="skip the rrVAE (maps and COM only)")
+    a.add_argument("--zernike", action="store_true",
+                   help="Zernike motifs: classes, class averages, outlier map (/zernike; [zernike] in --config)")
     a.add_argument("--overwrite", action="store_true", help="replace an existing results file")
     a.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     a.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -195,6 +197,8 @@ def analyze_params(args) -> dict:
         cfg.setdefault("preprocess", {})["random_state"] = args.seed
     if args.no_rrvae:
         cfg["run_rrvae"] = False
+    if getattr(args, "zernike", False):  # zernike branch
+        cfg["run_zernike"] = True
     if getattr(args, "defect_models", None) is not None:
         cfg["defect_models"] = args.defect_models
     return cfg

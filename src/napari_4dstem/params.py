@@ -670,3 +670,21 @@ def check_fits(ds, params: dict) -> None:
 __all__ = ["Param", "TABLE", "DEFAULTS", "register_section", "sections", "default_params", "load_config",
            "merge_params", "check_params", "check_run", "estimate", "check_fits", "integer", "number", "boolean",
            "choice", "either", "pair", "ints", "int_list", "MASK", "PATH", "CALLS", "check_arguments"]
+
+
+
+# -- [zernike]: the keywords of motifs.zernike_motifs (METHODS / FEATURES there must match) -------------
+register_section("zernike", {
+    "order": integer(0, 40), "radius": number(0, lo_open=True, none=True), "center": pair(number(), none=True),
+    "n_classes": either(choice("auto"), integer(1, 64)), "method": choice("gmm", "kmeans", "hdbscan"),
+    "features": choice("moments", "invariant"), "n_components": integer(1, 64),
+    "smooth": either(choice("auto"), number(0)), "window": integer(0, 32), "spread": number(0),
+    "class_means": boolean(), "seed": integer(0, 2**32 - 1), "block_bytes": integer(1, none=True)})
+TABLE[""]["run_zernike"] = boolean()
+DEFAULTS.setdefault("zernike", {})  # zernike_motifs() defaults
+DEFAULTS.setdefault("run_zernike", False)  # --zernike
+_MOMENTS = {k: TABLE["zernike"][k] for k in ("order", "radius", "center", "block_bytes")}
+CALLS.update({
+    "zernike_motifs": ("zernike", {}, DataError), "iter_motifs": ("zernike", {}, DataError),
+    "zernike_moments": (None, {**_MOMENTS, "oversample": integer(1, 64)}, DataError),
+    "iter_zernike_moments": (None, {**_MOMENTS, "oversample": integer(1, 64)}, DataError)})

@@ -44,6 +44,8 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
 
     p = check_run(params, source, out, overwrite)  # every parameter, the source path and the output: before any read
     stages = ["load", "maps", "com", "preprocess"]  # maps: navigator and virtual images
+    if p.get("run_zernike", False):  # zernike branch
+        stages.insert(3, "zernike")
     if p.get("run_rrvae", True):
         stages += ["rrvae", "encode", "defects"]
     if out is not None:
@@ -87,6 +89,13 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
                                                     "warning": warnings[-1]})
     nav, virtual = yield from stage("maps", _iter_maps(work, p.get("navigator", "sum"), specs))
     com = yield from stage("com", iter_center_of_mass(work, **_tuples(p["com"])))
+    zernike_maps_, zernike_params = {}, None
+    if p.get("run_zernike", False):  # zernike branch: motifs of the raw patterns (counts: noise model)
+        from .motifs import iter_motifs
+        from .zernike_io import zernike_maps, zernike_parameters
+
+        motif = yield from stage("zernike", iter_motifs(work, **_tuples(p["zernike"])))
+        zernike_maps_, zernike_params = zernike_maps(motif), zernike_parameters(motif)
     pre = yield from stage("preprocess", pp.iter_fit_transform(ds))
     model = latent = None
     if p.get("run_rrvae", True):
@@ -108,10 +117,12 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
         info["scan_window"] = [int(v) for v in pp.crop_scan]
     results = Results.from_analysis(
         ds, com=com, virtual={k: v.image for k, v in virtual.items()}, navigator=nav, rrvae_model=model,
-        maps=latent, preprocessing=pp, info=info,
+        maps={**(latent or {}), **zernike_maps_} or None, preprocessing=pp, info=info,
         parameters={"virtual": {k: v.parameters for k, v in virtual.items()}, "navigator": {"kind": p["navigator"]},
                     "pipeline": {"run_rrvae": bool(p.get("run_rrvae", True)),
-                                 "defect_models": p.get("defect_models", "auto")}})
+                                 "defect_models": p.get("defect_models", "auto"),
+                                 "run_zernike": bool(p.get("run_zernike", False))},
+                    **({"zernike": zernike_params} if zernike_params is not None else {})})
     if out is not None:
         yield from stage("save", _just(lambda: save_results(out, results, overwrite=overwrite)))
     return results

@@ -632,6 +632,8 @@ def _write(f, r: Results) -> None:
         d.attrs["scale"] = scale
         d.attrs["scale_units"] = r.scan_unit
         d.attrs["axes"] = {2: ["scan_y", "scan_x"], 3: ["channel", "scan_y", "scan_x"]}.get(arr.ndim, [])
+    from .zernike_io import write_zernike_group  # zernike branch: /zernike attributes (class_means axes, params)
+    write_zernike_group(f, r)
     if r.history:
         g = f.require_group("rrvae/history")
         g.attrs["records"] = json.dumps(_jsonable(r.history))
