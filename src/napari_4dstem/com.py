@@ -212,9 +212,14 @@ class COMReducer(Linear):
     def __init__(self, weights, state: dict):
         super().__init__(weights, check_negative=True)
         self.state = state
+        self.defer = False  # True: finalize returns the sums, complete() makes the result later
 
     def finalize(self, bufs, info):
-        return _com_from_sums(bufs["sums"], **self.state)
+        return bufs["sums"] if self.defer else self.complete(bufs["sums"])
+
+    def complete(self, sums: np.ndarray) -> COMResult:
+        """The COM maps from the per-frame sums (rotation and flip search, divergence, curl, iCOM)."""
+        return _com_from_sums(sums, **self.state)
 
 
 def com_reducer(data, rotation="auto", flip="auto", mask=None, center=None, descan=None, units: str = "px",

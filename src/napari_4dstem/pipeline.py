@@ -131,15 +131,17 @@ def _tuples(d: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
-def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool = False) -> Steps:
+def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool = False, client=None) -> Steps:
     """Generator form of :func:`analyze`; yields :class:`Progress` whose ``info["stage"]`` names the step."""
     from .results import Results, save_results
 
     p = merge_params(params)
     check_params(p)
-    stages = ["load", "maps", "com", "preprocess"]  # maps: navigator and virtual images
-    if p.get("run_rrvae", True):
-        stages += ["rrvae", "encode", "defects"]
+    run_rrvae = bool(p.get("run_rrvae", True))
+    # maps: the one pass over the raw data (navigator, virtual images, COM sums, binning for the rrVAE)
+    stages = ["load", "maps", "com"]
+    if run_rrvae:
+        stages += ["preprocess", "rrvae", "encode", "defects"]
     if out is not None:
         stages.append("save")
     n = len(stages)
@@ -160,12 +162,14 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
             return stop.value
 
     ds = yield from stage("load", _just(lambda: _open(source, p["load"])))
-    from .com import iter_center_of_mass
+    from .com import com_reducer
+    from .executor import Source, iter_run
     from .preprocess import Preprocessing
-    from .virtual import detector_mask
+    from .virtual import detector_mask, virtual_reducer
 
     pp = Preprocessing(**_tuples(p["preprocess"]))
-    work = _scan_window(ds, pp)  # maps share the rrVAE's (cropped) scan grid
+    window = pp._scan_window(ds)  # validates crop_scan; the maps share the rrVAE's (cropped) scan grid
+    work = _scan_window(ds, pp)  # the same window as a lazy dataset, for the geometry (small sample reads)
     specs = {k: _tuples(v) for k, v in p["virtual"].items()}
     warnings: list[str] = []
     if "virtual" not in (params or {}):
@@ -179,11 +183,33 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
                 warnings.append(f"virtual image {name!r} skipped: {e.problem}")
                 yield Progress(0, 1, warnings[-1], {"stage": "maps", "stage_index": 1, "n_stages": n,
                                                     "warning": warnings[-1]})
-    nav, virtual = yield from stage("maps", _iter_maps(work, p.get("navigator", "sum"), specs))
-    com = yield from stage("com", iter_center_of_mass(work, **_tuples(p["com"])))
-    pre = yield from stage("preprocess", pp.iter_fit_transform(ds))
-    model = latent = None
-    if p.get("run_rrvae", True):
+    navigator = p.get("navigator", "sum")
+    if navigator not in ("sum", "bf"):
+        raise DataError(f"unknown navigator kind {navigator!r}", hint="use 'sum' or 'bf'")
+    nav_spec = {"kind": "mask", "mask": np.ones(work.detector_shape, bool)} if navigator == "sum" else {"kind": "bf"}
+    maps_red = virtual_reducer(work, {**specs, _NAV: nav_spec})
+    com_red = com_reducer(work, **_tuples(p["com"]))
+    com_red.defer = True  # its maps are finished in the "com" stage
+    reducers = [maps_red, com_red]
+    if run_rrvae:
+        # the geometry the binning needs (hot pixels, centre) from a sample of frames, so that the raw
+        # file is read once; the stack is binned in the same pass
+        from .blocks import sample_mean_pattern
+
+        pp.prepare(ds, True, sample_mean_pattern(work) if pp.needs_raw_mean() else None)
+        reducers.append(pp.binning_reducer(ds))
+    src = None
+    if client is not None:
+        src = (Source(str(source), dict(p["load"]), tuple(ds.shape), str(ds.dtype))
+               if not isinstance(source, Dataset4D) else Source.from_dataset(ds))
+    res = yield from stage("maps", iter_run(ds, reducers, client=client, source=src, window=window,
+                                            message="one pass: maps, COM sums" + (", binning" if run_rrvae else "")))
+    virtual, com_sums = res[0], res[1]
+    nav = virtual.pop(_NAV).image
+    com = yield from stage("com", _just(lambda: com_red.complete(com_sums)))
+    model = latent = pre = None
+    if run_rrvae:
+        pre = yield from stage("preprocess", pp.iter_finish(ds, res[2], True))
         from .rrvae import RRVAE, RRVAEConfig
 
         model = RRVAE(RRVAEConfig(**p["rrvae"]))
@@ -194,6 +220,8 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
             extra = yield from stage("defects", iter_defect_maps(model, pre, n_models - 1, com.magnitude, com.angle))
             latent["outlier"] = np.mean([latent["outlier"], *extra], axis=0).astype(np.float32)
     info: dict[str, Any] = {"timings_s": timings}
+    if client is not None:
+        info["scheduler"] = str(getattr(getattr(client, "scheduler", None), "address", "client"))
     if model is not None:
         info["defect_models"] = n_models
     if warnings:
@@ -203,8 +231,8 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
     results = Results.from_analysis(
         ds, com=com, virtual={k: v.image for k, v in virtual.items()}, navigator=nav, rrvae_model=model,
         maps=latent, preprocessing=pp, info=info,
-        parameters={"virtual": {k: v.parameters for k, v in virtual.items()}, "navigator": {"kind": p["navigator"]},
-                    "pipeline": {"run_rrvae": bool(p.get("run_rrvae", True)),
+        parameters={"virtual": {k: v.parameters for k, v in virtual.items()}, "navigator": {"kind": navigator},
+                    "pipeline": {"run_rrvae": run_rrvae,
                                  "defect_models": p.get("defect_models", "auto")}})
     if out is not None:
         yield from stage("save", _just(lambda: save_results(out, results, overwrite=overwrite)))
@@ -212,8 +240,12 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
 
 
 def analyze(source, params: dict | None = None, out=None, overwrite: bool = False, callback=None,
-            cancel=None):
+            cancel=None, client=None):
     """Run the whole analysis on a file or dataset and return (and optionally save) :class:`Results`.
+
+    The raw data are read once (docs/analysis.md, "Passes over the data"): navigator, virtual images, COM
+    sums and, with the rrVAE, the binned patterns come from one pass; preprocessing is skipped without the
+    rrVAE.
 
     Parameters
     ----------
@@ -228,8 +260,11 @@ def analyze(source, params: dict | None = None, out=None, overwrite: bool = Fals
         Replace an existing ``out``.
     callback, cancel
         As in :func:`napari_4dstem.run_steps`.
+    client
+        A ``distributed.Client``: the pass runs on its workers, each opening the file itself by path (it
+        must be the same path on every worker); the maps merge here. See docs/analysis.md, "On a cluster".
     """
-    return run_steps(iter_analyze(source, params, out, overwrite), callback, cancel, "analysis")
+    return run_steps(iter_analyze(source, params, out, overwrite, client=client), callback, cancel, "analysis")
 
 
 def defect_models(setting, config, preprocessing, scan_shape) -> int:
@@ -289,21 +324,6 @@ def rrvae_maps(model, patterns) -> dict:
         if last is not None and last != model.epoch:
             model.restore(last)
     return out
-
-
-def _iter_maps(ds: Dataset4D, navigator: str, specs: dict) -> Steps:
-    """Navigator and virtual images; a summed navigator rides along with the virtual pass (one read of the data)."""
-    from .virtual import iter_navigator_image, iter_virtual_images
-
-    if navigator == "sum" and specs:
-        import numpy as np
-
-        virtual = yield from iter_virtual_images(ds, {**specs, _NAV: {"kind": "mask",
-                                                                     "mask": np.ones(ds.detector_shape, np.float32)}})
-        return virtual.pop(_NAV).image, virtual
-    nav = yield from iter_navigator_image(ds, navigator)
-    virtual = (yield from iter_virtual_images(ds, specs)) if specs else {}
-    return nav, virtual
 
 
 def _just(fn):
