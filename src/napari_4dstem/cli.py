@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--overwrite", action="store_true", help="replace an existing results file")
     a.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     a.add_argument("--debug", action="store_true", help="show tracebacks")
+    # -- scheduler option (executor) --
+    a.add_argument("--scheduler", metavar="tcp://HOST:PORT|local:N",
+                   help="run the pass over the data on a Dask cluster: a running scheduler's address, or local:N "
+                        "to start N worker processes here (docs/analysis.md)")
+    # -- end scheduler option --
     _reader_options(a)
 
     i = sub.add_parser("info", help="print shape, dtype, size, calibration and provenance of a file")
@@ -210,13 +215,23 @@ def cmd_analyze(args) -> int:
     from .io import load
 
     ds = load(args.input, **params.get("load", {}))  # lazy; unreadable input fails before any progress output
+    # -- scheduler option (executor) --
+    client = cluster = None
+    if getattr(args, "scheduler", None):
+        from .executor import connect
+
+        client, cluster = connect(args.scheduler)
+    # -- end scheduler option --
     printer = None if args.quiet else TextProgress()
     try:
-        results = analyze(ds, params, out=out, overwrite=args.overwrite, callback=printer)
+        results = analyze(ds, params, out=out, overwrite=args.overwrite, callback=printer, client=client)
     finally:
         if printer is not None:
             printer.close()
         ds.close()
+        for c in (client, cluster):  # scheduler option
+            if c is not None:
+                c.close()
     if args.quiet:
         for w in results.info.get("warnings", []):
             print(f"{PROG}: warning: {w}", file=sys.stderr)

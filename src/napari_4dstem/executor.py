@@ -268,7 +268,14 @@ def _run_task(src, plan, y0: int, y1: int, window, block_bytes: int) -> dict:
         while True:
             next(gen)
     except StopIteration as stop:
-        return stop.value
+        part = stop.value
+        try:
+            from distributed import get_worker
+
+            part["worker"] = get_worker().address
+        except (ImportError, ValueError):
+            pass
+        return part
     finally:
         if isinstance(src, Source):
             ds.close()
@@ -276,8 +283,8 @@ def _run_task(src, plan, y0: int, y1: int, window, block_bytes: int) -> dict:
 
 # -- the executor ------------------------------------------------------------------------------------
 def iter_run(data, reducers: list[Reducer], *, client=None, source: Source | None = None, window=None,
-             block_bytes: int | None = None, message: str = "reducing", check_negative: bool = False
-             ) -> Steps[list]:
+             block_bytes: int | None = None, message: str = "reducing", check_negative: bool = False,
+             stats: dict | None = None) -> Steps[list]:
     """Run ``reducers`` together in one pass over the data; returns their results in order.
 
     Parameters
@@ -292,6 +299,8 @@ def iter_run(data, reducers: list[Reducer], *, client=None, source: Source | Non
         ``(y0, y1, x0, x1)`` scan window to reduce (default the whole scan); results have its shape.
     check_negative
         Shorthand for a single :class:`Linear` reducer: raise on negative intensities.
+    stats
+        A dict filled with ``tasks`` and, on a cluster, ``workers`` (the addresses that ran them).
     """
     ds = as_dataset(data)
     sy, sx = ds.scan_shape
@@ -321,10 +330,14 @@ def iter_run(data, reducers: list[Reducer], *, client=None, source: Source | Non
                 yield Progress(done, total_steps, message)
         except StopIteration as stop:
             part = stop.value
+        if stats is not None:
+            stats.update(tasks=1)
         return plan.finalize(part, scan_shape, n_rows * n_cols)
     src = source if source is not None else Source.from_dataset(ds)
     total = plan.new_partial(n_rows * n_cols)
-    yield from _iter_cluster(client, src, plan, total, window, block_bytes, message, ds)
+    workers = yield from _iter_cluster(client, src, plan, total, window, block_bytes, message, ds)
+    if stats is not None:
+        stats.update(tasks=sum(workers.values()), workers=dict(workers))
     return plan.finalize(total, scan_shape, n_rows * n_cols)
 
 
@@ -354,6 +367,7 @@ def _iter_cluster(client, src: Source, plan: _Plan, total: dict, window, block_b
                           pure=False)
         futs[f.key] = (f, a)
     done = 0
+    workers: dict[str, int] = {}
     try:
         for fut in as_completed([f for f, _ in futs.values()]):
             try:
@@ -368,8 +382,11 @@ def _iter_cluster(client, src: Source, plan: _Plan, total: dict, window, block_b
                                      "napari-4dstem version)") from None
             a = futs[fut.key][1]
             plan.merge(total, part, a * nx)
+            w = part.get("worker", "?")
+            workers[w] = workers.get(w, 0) + 1
             done += 1
-            yield Progress(done, len(ranges), message, {"workers": n_workers, "task": fut.key})
+            yield Progress(done, len(ranges), message, {"workers": n_workers, "task": fut.key, "worker": w})
+        return workers
     finally:
         pending = [f for f, _ in futs.values() if not f.done()]
         if pending:
@@ -386,12 +403,13 @@ def _wait_for_workers(client) -> int:
     return len(client.scheduler_info().get("workers", {}))
 
 
-def connect(spec: str, timeout: float = CONNECT_TIMEOUT_S):
+def connect(spec: str, timeout: float | None = None):
     """A ``distributed.Client`` for ``tcp://HOST:PORT`` (an existing scheduler) or ``local:N`` (a local
     cluster of N worker processes, one thread each). Returns ``(client, cluster_or_None)``; close both."""
     from distributed import Client, LocalCluster
 
     spec = str(spec).strip()
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     if spec.startswith("local:"):
         try:
             n = int(spec.split(":", 1)[1])

@@ -202,8 +202,10 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
     if client is not None:
         src = (Source(str(source), dict(p["load"]), tuple(ds.shape), str(ds.dtype))
                if not isinstance(source, Dataset4D) else Source.from_dataset(ds))
+    run_stats: dict = {}
     res = yield from stage("maps", iter_run(ds, reducers, client=client, source=src, window=window,
-                                            message="one pass: maps, COM sums" + (", binning" if run_rrvae else "")))
+                                            message="one pass: maps, COM sums" + (", binning" if run_rrvae else ""),
+                                            stats=run_stats))
     virtual, com_sums = res[0], res[1]
     nav = virtual.pop(_NAV).image
     com = yield from stage("com", _just(lambda: com_red.complete(com_sums)))
@@ -222,6 +224,7 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
     info: dict[str, Any] = {"timings_s": timings}
     if client is not None:
         info["scheduler"] = str(getattr(getattr(client, "scheduler", None), "address", "client"))
+        info["dask_workers"] = run_stats.get("workers", {})  # worker address -> tasks it ran
     if model is not None:
         info["defect_models"] = n_models
     if warnings:
