@@ -215,11 +215,13 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
         from .rrvae import RRVAE, RRVAEConfig
 
         model = RRVAE(RRVAEConfig(**p["rrvae"]))
-        yield from stage("rrvae", model.iter_fit(pre, com_magnitude=com.magnitude, com_angle=com.angle))
-        latent = yield from stage("encode", _just(lambda: rrvae_maps(model, pre)))
+        patterns = _patterns(pre)  # the array itself: no second copy of the stack
+        yield from stage("rrvae", model.iter_fit(patterns, com_magnitude=com.magnitude, com_angle=com.angle))
+        latent = yield from stage("encode", _just(lambda: rrvae_maps(model, patterns, client)))
         n_models = defect_models(p.get("defect_models", "auto"), model.config, pp, pre.shape[:2])
         if n_models > 1:
-            extra = yield from stage("defects", iter_defect_maps(model, pre, n_models - 1, com.magnitude, com.angle))
+            extra = yield from stage("defects", iter_defect_maps(model, patterns, n_models - 1, com.magnitude,
+                                                                 com.angle))
             latent["outlier"] = np.mean([latent["outlier"], *extra], axis=0).astype(np.float32)
     info: dict[str, Any] = {"timings_s": timings}
     if client is not None:
@@ -306,27 +308,88 @@ def iter_defect_maps(model, patterns, n: int, com_magnitude=None, com_angle=None
     return maps
 
 
-def rrvae_maps(model, patterns) -> dict:
+#: Patterns encoded per chunk by :func:`iter_encode` (bounds memory; one task each on a cluster).
+ENCODE_CHUNK_PATTERNS = 8192
+
+
+def _encode_chunk(model, chunk: np.ndarray):
+    """Encoder maps and reconstruction error of a chunk of scan rows (runs here or on a worker)."""
+    return model.encode(chunk), model.reconstruction_error(chunk)
+
+
+def iter_encode(model, patterns, client=None, chunk_patterns: int | None = None) -> Steps:
+    """``(LatentMaps, reconstruction_error)`` of all patterns, encoded a chunk of scan rows at a time.
+
+    Each pattern is encoded on its own, so chunks give the same maps as one call. With a
+    ``distributed.Client`` the chunks run on its workers (the model goes to each worker once; the binned
+    patterns, small next to the raw scan, travel with their chunk).
+    """
+    from .rrvae.maps import LatentMaps
+
+    arr = _patterns(patterns)
+    arr = np.asarray(arr.data if isinstance(arr, Dataset4D) else arr)
+    sy, sx = arr.shape[:2]
+    step = max(1, (chunk_patterns or ENCODE_CHUNK_PATTERNS) // max(sx, 1))
+    starts = list(range(0, sy, step))
+    parts: list = [None] * len(starts)
+    if client is None:
+        for i, a in enumerate(starts):
+            parts[i] = _encode_chunk(model, arr[a:a + step])
+            yield Progress(i + 1, len(starts), "encoding")
+    else:
+        from distributed import as_completed
+
+        mf = client.scatter(model, broadcast=True, hash=False)
+        futs = {client.submit(_encode_chunk, mf, arr[a:a + step], pure=False): i for i, a in enumerate(starts)}
+        try:
+            for k, fut in enumerate(as_completed(list(futs)), 1):
+                parts[futs[fut]] = fut.result()
+                yield Progress(k, len(starts), "encoding (cluster)")
+        finally:
+            client.cancel([f for f in futs if not f.done()] + [mf])
+    maps = [p[0] for p in parts]
+
+    def cat(name, axis):
+        vals = [getattr(m, name) for m in maps]
+        return None if vals[0] is None else np.concatenate(vals, axis=axis)
+
+    lm = LatentMaps(angle=cat("angle", 0), angle_unwrapped=cat("angle_unwrapped", 0), angle_sd=cat("angle_sd", 0),
+                    latents=cat("latents", 1), latent_sd=cat("latent_sd", 1), translations=cat("translations", 1),
+                    translation_sd=cat("translation_sd", 1), parameters=maps[0].parameters)
+    return lm, np.concatenate([p[1] for p in parts], axis=0)
+
+
+def rrvae_maps(model, patterns, client=None) -> dict:
     """The rrVAE maps of the results file, from the best epoch (the paper's stopping rule).
 
     ``angle``, ``angle_sd``, ``latents``, ``latent_sd`` (and ``translations``, ``translation_sd``) from
     ``model.encode``, plus two maps in which defects stand out: ``reconstruction_error`` (per-pattern
     squared error of the reconstruction at its own pose) and ``outlier`` (``model.outlier_map``). The
-    model is put back to its last epoch afterwards, so the results keep both checkpoints.
+    model is put back to its last epoch afterwards, so the results keep both checkpoints. Patterns are
+    encoded in chunks (:func:`iter_encode`), on ``client``'s workers when given.
     """
+    from .progress import run_steps as _run
+
     last = model.epoch
     if model.best_epoch is not None and model.best_epoch in model.checkpoints:
         model.restore(model.best_epoch)
     try:
-        lm = model.encode(patterns)
+        lm, err = _run(iter_encode(model, patterns, client))
         out = {k: getattr(lm, k) for k in ("angle", "angle_sd", "latents", "latent_sd", "translations",
                                            "translation_sd") if getattr(lm, k) is not None}
-        out["reconstruction_error"] = model.reconstruction_error(patterns)
+        out["reconstruction_error"] = err
         out["outlier"] = model.outlier_map(maps=lm)
     finally:
         if last is not None and last != model.epoch:
             model.restore(last)
     return out
+
+
+def _patterns(pre):
+    """The preprocessed stack as the rrVAE takes it without a copy (its float32 array), else as given."""
+    if isinstance(pre, Dataset4D) and isinstance(pre.data, np.ndarray) and pre.data.dtype == np.float32:
+        return pre.data
+    return pre
 
 
 def _just(fn):
