@@ -116,3 +116,48 @@ def test_negative_data_and_bad_weights_are_refused():
         run_steps(iter_weighted_sums(as_dataset(d), np.ones((4, 4)), check_negative=True))
     with pytest.raises(DataError, match="weight maps have shape"):
         run_steps(iter_weighted_sums(as_dataset(d), np.ones((3, 4))))
+
+
+class _CountingArray:
+    """A 4-D array that counts the frames read from it (what a file would serve)."""
+
+    def __init__(self, a):
+        self.a, self.shape, self.dtype, self.ndim = a, a.shape, a.dtype, a.ndim
+        self.frames = 0
+
+    def __getitem__(self, key):
+        out = np.asarray(self.a[key])
+        self.frames += int(np.prod(out.shape[:-2])) if out.ndim >= 2 else 0
+        return out
+
+
+@pytest.mark.parametrize("rrvae", [False, True])
+def test_analyze_reads_the_raw_data_once(rrvae):
+    """navigator, virtual images, COM sums (and the binned stack) from one pass, plus the small frame sample."""
+    from napari_4dstem import Dataset4D
+    from napari_4dstem.errors import Cancelled
+    from napari_4dstem.pipeline import iter_analyze
+
+    rng = np.random.default_rng(6)
+    ii, jj = np.indices((32, 32))
+    lam = np.where(np.hypot(ii - 15.5, jj - 15.5) < 6, 20.0, 1.0)
+    d = rng.poisson(lam, (40, 30, 32, 32)).astype(np.uint16)
+    src = _CountingArray(d)
+    ds = Dataset4D(src)
+    stages = []
+
+    def cb(p):
+        stages.append(p.info.get("stage"))
+
+    steps = iter_analyze(ds, {"run_rrvae": rrvae, "preprocess": {"remove_hot_pixels": True}})
+    try:
+        for p in steps:
+            cb(p)
+            if p.info.get("stage") == "rrvae":  # stop before training: every read is done by then
+                steps.close()
+                break
+    except Cancelled:
+        pass
+    sample = 1024 // 30 * 30  # evenly spaced whole scan rows, at most 1024 frames
+    assert src.frames == d.shape[0] * d.shape[1] + sample
+    assert ("preprocess" in stages) == rrvae
