@@ -126,9 +126,10 @@ def cmd_rrvae(args, tmp: Path) -> list[dict]:
 
 
 def cmd_full(args, tmp: Path) -> dict:
-    path = tmp / "scan_full.npy"
+    path = Path(args.path) if args.path else tmp / "scan_full.npy"
     t0 = time.perf_counter()
-    write_scan(path, tuple(args.scan), tuple(args.det))
+    if not args.path:
+        write_scan(path, tuple(args.scan), tuple(args.det))
     wrote = time.perf_counter() - t0
     gib = path.stat().st_size / 2**30
     out = tmp / "full.h5"
@@ -155,6 +156,7 @@ def main(argv=None) -> int:
     f.add_argument("--scan", type=int, nargs=2, default=[256, 256])
     f.add_argument("--det", type=int, nargs=2, default=[256, 256])
     f.add_argument("--epochs", type=int, default=None)
+    f.add_argument("--path", help="an existing scan written by this script (deleted afterwards)")
     ap.add_argument("--tmp", default=None, help="folder for the temporary scan (default: the system's)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_scale_", dir=args.tmp) as d:

@@ -165,6 +165,26 @@ def test_cancel_on_the_cluster(cluster, counts_file):
     assert seen == [1]
 
 
+def test_rrvae_encoding_in_chunks_here_and_on_the_cluster_equals_one_call(cluster):
+    from napari_4dstem.pipeline import iter_encode
+    from napari_4dstem.rrvae import RRVAE, RRVAEConfig
+
+    rng = np.random.default_rng(7)
+    ii, jj = np.indices((12, 12))
+    base = np.exp(-((ii - 5.5) ** 2 + (jj - 5.5) ** 2) / 8.0).astype(np.float32)
+    x = base + 0.2 * rng.random((9, 8, 12, 12), dtype=np.float32)
+    model = RRVAE(RRVAEConfig(mode="fast", epochs=1, batch_size=16, detector_size=None, threads=1, seed=0))
+    model.fit(x)
+    whole = model.encode(x)
+    err = model.reconstruction_error(x)
+    for client in (None, cluster):
+        lm, e = run_steps(iter_encode(model, x, client, chunk_patterns=16))  # 2 scan rows per chunk: 5 chunks
+        np.testing.assert_allclose(lm.angle, whole.angle, atol=1e-5)
+        np.testing.assert_allclose(lm.latents, whole.latents, atol=1e-5)
+        np.testing.assert_allclose(lm.latent_sd, whole.latent_sd, atol=1e-5)
+        np.testing.assert_allclose(e, err, rtol=1e-4, atol=1e-7)
+
+
 def test_a_worker_killed_mid_run_still_gives_the_exact_result(cluster, counts_file, monkeypatch):
     from _slow_reducer import SlowTotals
 

@@ -215,6 +215,8 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
         from .rrvae import RRVAE, RRVAEConfig
 
         model = RRVAE(RRVAEConfig(**p["rrvae"]))
+        res = res[:2]  # drop the executor's reference to the stack (pre holds it)
+        pre = _lean_stack(pre, model.config.detector_size)
         patterns = _patterns(pre)  # the array itself: no second copy of the stack
         yield from stage("rrvae", model.iter_fit(patterns, com_magnitude=com.magnitude, com_angle=com.angle))
         latent = yield from stage("encode", _just(lambda: rrvae_maps(model, patterns, client)))
@@ -382,6 +384,37 @@ def rrvae_maps(model, patterns, client=None) -> dict:
     finally:
         if last is not None and last != model.epoch:
             model.restore(last)
+    return out
+
+
+#: Above this size the preprocessed stack is binned to the rrVAE's ``detector_size`` before training (see
+#: :func:`_lean_stack`).
+LEAN_STACK_BYTES = 256 * 2**20
+
+
+def _lean_stack(pre, size):
+    """A large stack binned (area mean) to the size the rrVAE trains at, the full-size stack released.
+
+    The networks see exactly what they would have seen (the rrVAE's own view takes the same area mean),
+    but its view would hold the full-size stack and several binned copies at once: on 256 x 256 positions
+    of 64 x 64 pixels that is 1 GiB plus ~1.5 GiB of temporaries. Only the model's full-size drawing
+    (``reconstruct``) is then at the binned size. Small stacks are left as they are.
+    """
+    arr = _patterns(pre)
+    if not (isinstance(arr, np.ndarray) and size and arr.nbytes > LEAN_STACK_BYTES):
+        return pre
+    sy, sx, h, w = arr.shape
+    if h != w or size >= h or h % size:
+        return pre
+    f = h // size
+    small = np.empty((sy, sx, size, size), np.float32)
+    for y in range(0, sy, 16):  # a band of scan rows at a time: no full-size temporary
+        small[y:y + 16] = arr[y:y + 16].reshape(-1, sx, size, f, size, f).mean(axis=(3, 5), dtype=np.float32)
+    dp = pre.calibration.detector_pixel
+    out = pre.with_data(small, note=f"binned to {size} x {size} for the rrVAE (area mean)",
+                        detector_pixel=None if dp is None else tuple(None if v is None else v * f for v in dp),
+                        detector_center=tuple((c - (f - 1) / 2) / f for c in pre.detector_center))
+    out.metadata = dict(pre.metadata, rrvae_prebinned=f)
     return out
 
 
