@@ -21,6 +21,7 @@ one lost with its worker is recomputed and the result stays exact.
 from __future__ import annotations
 
 import math
+import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,7 +126,11 @@ class Source:
             raise DataError("a Dask cluster run needs data read from a file (the workers open it themselves)",
                             hint="save the array (np.save) and pass the path, or run without a client")
         opts = dict(ds.provenance.options or {}) if options is None else dict(options)
-        return cls(str(path), opts, tuple(ds.shape), str(ds.dtype))
+        return cls(path, opts, tuple(ds.shape), str(ds.dtype))
+
+    def __post_init__(self):
+        # workers may run in another folder: a relative path is taken from the client's folder
+        self.path = os.path.abspath(str(self.path))
 
     def open(self) -> Dataset4D:
         from .io import load
