@@ -3,6 +3,7 @@
     python benchmarks/bench_scale.py maps --gib 1 2 4 8          # maps pass (analyze --no-rrvae) per size
     python benchmarks/bench_scale.py rrvae --patterns 1024 4096 16384   # fast-mode seconds per epoch
     python benchmarks/bench_scale.py full --scan 256 256 --det 256 256  # analyze --fast end to end (8 GiB)
+    python benchmarks/bench_scale.py            # (or --quick; what run_all.py runs) both series, small sizes
 
 Synthetic counting-detector data (Poisson counts, a bright disc) are written to a temporary .npy, read through
 a memory map, and deleted afterwards. Each measurement runs the CLI in a fresh process; peak RSS is the
@@ -145,6 +146,10 @@ def cmd_full(args, tmp: Path) -> dict:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv == ["--quick"]:  # `make bench` (run_all.py): a short run of both growth series
+        rc = main(["maps", "--gib", "0.25", "0.5"])
+        return rc or main(["rrvae", "--patterns", "256", "1024", "--epochs", "1"])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("maps")
