@@ -1,7 +1,9 @@
 """Benchmark: COM and a virtual ADF image, napari-4dstem vs py4DSTEM vs a plain numpy sum.
 
 Cases: (a) the shared abTEM graphene (clean), (b) a synthetic 1 GiB float32 array in memory,
-(c) a 4 GiB uint16 .npy read through a memory map (temporary file, deleted afterwards).
+(c) a 4 GiB uint16 .npy read through a memory map (temporary file, deleted afterwards), (d) on the same
+memmap, the whole maps pass of ``analyze --no-rrvae`` (and ``analyze`` itself) against the read limit (a uint64
+view of the same bytes summed), interleaved rounds, medians, with 1 and 2 kernel threads.
 Every measurement runs in a fresh subprocess that reports its best wall time (repeated for a few seconds: on a shared machine
 every contender gets the same chance at a quiet moment) and its peak RSS
 (``resource.getrusage``). py4DSTEM runs from its own virtual environment
@@ -9,6 +11,7 @@ every contender gets the same chance at a quiet moment) and its peak RSS
 
     python benchmarks/bench_com.py            # full run (about 10 GB of temporary disk traffic)
     python benchmarks/bench_com.py --quick    # small arrays, a minute or so
+    python benchmarks/bench_com.py --maps-pass-only   # only (d), on the 4 GiB memmap
 
 GB/s = bytes of the source array / seconds. The memmap case reads a file that was just written,
 i.e. mostly from the page cache.
@@ -86,6 +89,65 @@ if task == "com" and len(sys.argv) > 5:
     np.savez(sys.argv[5], x=res.x, y=res.y)
 print(json.dumps(out))
 '''
+
+# The whole maps pass (what `analyze --no-rrvae` reads the raw file for: navigator, BF/ADF, COM sums with the
+# automatic rotation's atom signal, in one executor run) against the read limit, a plain sum of a uint64 view of
+# the same bytes read the same way (blocks of scan rows, pages dropped). Rounds interleave in one process (the
+# machine is shared); medians are reported. Then the same for analyze(..., run_rrvae=False) end to end.
+PASS_WORKER = PEAK_RSS + r'''
+import json, os, sys, time
+import numpy as np
+from napari_4dstem.blocks import release_pages
+from napari_4dstem.io import load
+from napari_4dstem.pipeline import analyze
+path, rounds = sys.argv[1], int(sys.argv[2])
+arr = np.load(path, mmap_mode="r")
+def read_limit():
+    n = max(1, (16 << 20) // arr[0].nbytes)
+    for y in range(0, arr.shape[0], n):
+        arr[y:y + n].reshape(-1).view(np.uint64).sum()
+        release_pages(arr, slice(y, y + n))
+def maps_pass():
+    from napari_4dstem.com import com_reducer
+    from napari_4dstem.executor import iter_run
+    from napari_4dstem.progress import run_steps
+    from napari_4dstem.virtual import virtual_reducer
+    ds = load(path)
+    reds = [virtual_reducer(ds, {"bf": {"kind": "bf"}, "adf": {"kind": "adf"},
+                                 "nav": {"kind": "mask", "mask": np.ones(ds.detector_shape, bool)}}),
+            com_reducer(ds)]
+    reds[1].defer = True
+    run_steps(iter_run(ds, reds))
+def whole():
+    analyze(path, {"run_rrvae": False})
+maps_pass()  # compile / load the kernels once
+times = {"read_limit": [], "maps_pass": [], "analyze_no_rrvae": []}
+for r in range(rounds):
+    for k, f in (("read_limit", read_limit), ("maps_pass", maps_pass), ("analyze_no_rrvae", whole)):
+        t = time.perf_counter(); f(); times[k].append(time.perf_counter() - t)
+print(json.dumps({"times": times, "maxrss_mib": peak_rss_mib(), "threads": os.environ.get("NAPARI_4DSTEM_THREADS", "default")}))
+'''
+
+
+def bench_maps_pass(path: Path, rounds: int) -> dict:
+    """The whole maps pass and analyze(--no-rrvae) vs the read limit, with 1 and 2 kernel threads."""
+    nbytes = np.load(path, mmap_mode="r").nbytes
+    out = {}
+    print(f"== (d) whole maps pass on the memmap of (c) ({nbytes / 2**30:.2f} GiB), {rounds} interleaved rounds, medians")
+    for threads in ("1", "2"):
+        res = run_worker(sys.executable, PASS_WORKER, [path, rounds], {"NAPARI_4DSTEM_THREADS": threads})
+        med = {k: float(np.median(v)) for k, v in res["times"].items()}
+        for k, v in med.items():
+            print(f"   threads={threads} {k:18s} {v:7.3f} s  {nbytes / v / 1e9:6.2f} GB/s"
+                  f"  ratio to read limit {med['read_limit'] / v:5.2f}x")
+        out[threads] = {"median_s": med, "ratio_maps_pass": med["read_limit"] / med["maps_pass"],
+                        "ratio_analyze": med["read_limit"] / med["analyze_no_rrvae"],
+                        "peak_rss_mib": res["maxrss_mib"]}
+        print(f"   threads={threads} target maps pass >= 0.8x read limit: {out[threads]['ratio_maps_pass']:.2f}x "
+              f"(peak RSS {res['maxrss_mib']:.0f} MiB)", flush=True)
+    print()
+    return out
+
 
 PY4DSTEM_WORKER = PEAK_RSS + r'''
 import json, resource, sys, time, warnings
@@ -174,8 +236,17 @@ def ensure_py4dstem() -> str | None:
     return None
 
 
-def make_cases(tmp: Path, quick: bool) -> list[tuple[str, Path, str]]:
+def counts_frames(n: int, rng) -> np.ndarray:
+    """``n`` 128 x 128 uint16 frames of a counting detector: Poisson counts, a bright disc of radius 20 px."""
+    ii, jj = np.indices((128, 128))
+    lam = np.where(np.hypot(ii - 63.5, jj - 63.5) < 20, 30.0, 0.5)
+    return rng.poisson(lam, (n, 128, 128)).astype(np.uint16)
+
+
+def make_cases(tmp: Path, quick: bool, only_memmap: bool = False) -> list[tuple[str, Path, str]]:
     cases = []
+    if only_memmap:
+        return _memmap_case(tmp, quick, np.random.default_rng(0), cases)
     if GRAPHENE.exists():
         p = tmp / "graphene.npy"
         with np.load(GRAPHENE) as z:
@@ -193,14 +264,19 @@ def make_cases(tmp: Path, quick: bool) -> list[tuple[str, Path, str]]:
     del a
     cases.append((f"(b) synthetic {scan[0]}x{scan[1]}x128x128 f32 in memory "
                   f"({p.stat().st_size / 2**30:.2f} GiB)", p, "memory"))
+    return _memmap_case(tmp, quick, rng, cases)
+
+
+def _memmap_case(tmp: Path, quick: bool, rng, cases: list) -> list:
     scan = (64, 128) if quick else (256, 512)  # x 128 x 128 uint16 = 256 MiB / 4 GiB
     p = tmp / "synthetic_u16.npy"
     a = np.lib.format.open_memmap(p, mode="w+", dtype=np.uint16, shape=(*scan, 128, 128))
+    pool = counts_frames(4 * scan[1], rng)  # counting-detector frames, reused in shuffled order (fast to write)
     for y in range(scan[0]):
-        a[y] = rng.integers(0, 1000, size=(scan[1], 128, 128), dtype=np.uint16)
+        a[y] = pool[rng.permutation(len(pool))[:scan[1]]]
     a.flush()
     del a
-    cases.append((f"(c) synthetic {scan[0]}x{scan[1]}x128x128 u16 memmap "
+    cases.append((f"(c) synthetic {scan[0]}x{scan[1]}x128x128 u16 counts memmap "
                   f"({p.stat().st_size / 2**30:.2f} GiB)", p, "memmap"))
     return cases
 
@@ -211,8 +287,11 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=30,
                     help="most repetitions in memory (at least 3, then until 4 s have passed; best is kept)")
     ap.add_argument("--no-py4dstem", action="store_true", help="skip py4DSTEM (per-pattern numpy loop instead)")
+    ap.add_argument("--maps-pass-only", action="store_true",
+                    help="only (d): the whole maps pass against the read limit on the uint16 memmap")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds of (d) (median reported)")
     args = ap.parse_args(argv)
-    ref_py = None if args.no_py4dstem else ensure_py4dstem()
+    ref_py = None if (args.no_py4dstem or args.maps_pass_only) else ensure_py4dstem()
     ref_name = "py4DSTEM" if ref_py else "numpy-loop"
     ref_code = PY4DSTEM_WORKER if ref_py else PER_PATTERN_WORKER
     ref_py = ref_py or sys.executable
@@ -222,8 +301,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_com_") as tmpd:
         tmp = Path(tmpd)
         t0 = time.perf_counter()
-        cases = make_cases(tmp, args.quick)
+        cases = make_cases(tmp, args.quick, args.maps_pass_only)
         print(f"test data written in {time.perf_counter() - t0:.1f} s\n", flush=True)
+        if args.maps_pass_only:
+            summary["maps_pass"] = bench_maps_pass(cases[-1][1], args.rounds)
+            print("JSON " + json.dumps(summary))
+            return 0
         for label, path, mode in cases:
             nbytes = np.load(path, mmap_mode="r").nbytes
             reps = args.reps if mode == "memory" else 1
@@ -269,6 +352,8 @@ def main(argv=None) -> int:
             summary[label] = {"gb_per_s": gbs, "ratios": ratios,
                               "peak_rss_mib": {k: v["maxrss_mib"] for k, v in res.items()}}
             rows.append(label)
+            if mode == "memmap":
+                summary["maps_pass"] = bench_maps_pass(path, args.rounds)
     print(f"reference: {ref_name} {res['ref_com'].get('version', '')}; numpy {np.__version__}; "
           f"{os.cpu_count()} CPUs")
     print("JSON " + json.dumps(summary))

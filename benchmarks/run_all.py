@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_com.py", "bench_rrvae.py", "bench_gui.py", "bench_zernike.py"]
+BENCHES = ["bench_com.py", "bench_rrvae.py", "bench_gui.py", "bench_zernike.py", "bench_scale.py"]
 
 
 def main(argv: list[str]) -> int:

@@ -106,7 +106,7 @@ def test_overwrite_and_config_file(sample_npy, tmp_path, capsys):
     rc = main(["analyze", str(sample_npy), "--out", str(out), "--config", str(cfg), "--no-rrvae", "--overwrite"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert "preprocess" in captured.err  # progress went to stderr
+    assert "maps" in captured.err  # progress went to stderr (no preprocessing without the rrVAE)
     assert f"wrote {out}" in captured.out
     r = load_results(out)
     assert set(r.group("virtual")) == {"haadf"}

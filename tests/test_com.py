@@ -261,14 +261,30 @@ def test_documented_mapping_to_libertem_and_py4dstem(rot, flip):
     np.testing.assert_allclose((px, py), (ox, oy), atol=1e-12)
 
 
-def test_threaded_and_masked_paths_agree(graphene_clean, monkeypatch):
-    from napari_4dstem import blocks
-
+def test_kernel_paths_agree_with_a_direct_sum(graphene_clean, monkeypatch):
     d = graphene_clean[:24]
-    a = center_of_mass(d, rotation=0, flip=False)  # separable path, one thread
-    b = center_of_mass(d, rotation=0, flip=False, mask=np.ones((64, 64), bool))  # per-map path
-    monkeypatch.setattr(blocks, "MAX_THREADS", 2)
-    c = center_of_mass(d, rotation=0, flip=False, block_bytes=2**20)
-    np.testing.assert_allclose(b.x, a.x, atol=1e-6)
-    np.testing.assert_allclose(c.x, a.x, atol=1e-6)
-    np.testing.assert_allclose(c.y, a.y, atol=1e-6)
+    h, w = d.shape[2:]
+    ii, jj = np.indices((h, w), dtype=np.float64)
+
+    def direct(data, m):
+        f = data.astype(np.float64) * m
+        tot = f.sum(axis=(2, 3))
+        return (f * (jj - (w - 1) / 2)).sum(axis=(2, 3)) / tot, (f * (ii - (h - 1) / 2)).sum(axis=(2, 3)) / tot
+
+    a = center_of_mass(d, rotation=0, flip=False)  # float data: row and column sums
+    ref_x, ref_y = direct(d, 1.0)
+    np.testing.assert_allclose(a.raw_x, ref_x, atol=1e-5)
+    m = 0.5 + np.random.default_rng(0).random((h, w))  # weights: the dense matrix product
+    b = center_of_mass(d, rotation=0, flip=False, mask=m, block_bytes=2**20)
+    ref_x, ref_y = direct(d, m)
+    np.testing.assert_allclose(b.raw_x, ref_x, atol=1e-5)
+    np.testing.assert_allclose(b.raw_y, ref_y, atol=1e-5)
+    # counts: the compiled integer kernel, one or two threads, equal to the float64 sums to the last bit
+    c16 = np.round(d * 5000).astype(np.uint16)
+    ref_x, ref_y = direct(c16, 1.0)
+    for t in ("1", "2"):
+        monkeypatch.setenv("NAPARI_4DSTEM_THREADS", t)
+        c = center_of_mass(c16, rotation=0, flip=False, block_bytes=2**18)
+        np.testing.assert_allclose(c.raw_x, ref_x, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(c.raw_y, ref_y, rtol=1e-13, atol=1e-13)
+        np.testing.assert_array_equal(c.total, c16.sum(axis=(2, 3), dtype=np.uint64))

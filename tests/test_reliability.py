@@ -132,7 +132,7 @@ def test_cancel_at_each_stage_leaves_no_file(sample, tmp_path, stage):
         if p.info.get("stage") == stage:
             cancel.set()
 
-    params = {"run_rrvae": False}
+    params = {"run_rrvae": stage == "preprocess"}  # without the rrVAE there is no preprocessing
     if stage == "maps-navigator-only":
         stage = "maps"
         params["virtual"] = {}  # without virtual images the navigator is its own pass

@@ -1,41 +1,44 @@
-"""A small chunk runner shared by COM, virtual detectors and preprocessing.
+"""Block kernels: the per-frame linear maps of every reduction, computed from one read of a block.
 
-The pattern is LiberTEM's UDF idea reduced to what we need: read a block of scan rows, reduce it
-to a small per-frame result, write that into a scan-shaped buffer. The reductions are matrix
-products of flattened frames with a few detector weight maps, ``(n, H*W) @ (H*W, k)``
-(:func:`iter_weighted_sums`), or, for maps that are outer products of row and column weights (COM),
-of detector rows with the column weights, ``(n*H, W) @ (W, c)`` (:func:`iter_separable_sums`).
-Pieces are cast one at a time, never the whole dataset.
+Every linear per-frame map (navigator, virtual detectors, COM sums, Zernike moments...) is a weighted
+sum ``sum_ij I[i, j] w_k[i, j]``. :class:`LinearPlan` splits the stacked weight maps into the parts
+that cost least to evaluate:
+
+* additive-separable maps ``w = a(i) + b(j)`` (the frame total, COM's ``i - cy`` and ``j - cx``, dark-field
+  row bands, the second moment) come from the per-frame detector row sums and column sums;
+* two-valued maps (virtual detector masks) from the row sums plus one masked sum over the bounding box of
+  the mask or of its complement, whichever is smaller (an ADF ring to the edge is the total minus a disc);
+* anything else from a matrix product ``(frames, H*W) @ (H*W, k)``.
+
+For unsigned 8/16-bit data (counting detectors) the row, column and masked sums are integer sums made by
+one compiled pass over each frame (numba), exact by construction, and combined in float64; that pass runs
+near the speed of reading the bytes (docs/analysis.md, "Bandwidth"). Other types are cast piece by piece
+(float32 data stay float32, integers go to float64 so that sums stay exact). The executor
+(:mod:`napari_4dstem.executor`) drives these kernels over the data.
 """
 from __future__ import annotations
 
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .dataset import DEFAULT_BLOCK_BYTES, Dataset4D
 from .errors import DataError
-from .progress import Progress, Steps
+from .progress import Steps
 
 #: Bytes of source data read per block by the reductions (one progress step each).
 MATMUL_BLOCK_BYTES = 16 * 2**20
-#: Threads reducing the pieces of a block in memory (numpy's BLAS calls release the GIL). 1 by
-#: default: on the 2-core development machine, shared with other jobs, a second thread made the
-#: pass slower (it waits for a core); raise it on a machine with idle cores.
-MAX_THREADS = 1
-#: Pieces per task handed to a thread.
-TASK_PIECES = 4
-#: Bytes of one piece of a block reduced at a time (fits in a core's L2 cache).
+#: Bytes of one piece of a block cast and multiplied at a time on the generic path (fits in L2 cache).
 PIECE_BYTES = 512 * 2**10
-#: Pieces for the separable (single matrix product) reduction: read once, so larger pieces just
-#: save Python overhead.
-SEPARABLE_PIECE_BYTES = 2**20
+#: Threads sharing the frames of a block in the compiled kernel (it releases the GIL). The kernel does
+#: about 5x the work per byte of a plain sum, so one core is not enough to keep up with reading
+#: (docs/analysis.md, "Bandwidth"); ``NAPARI_4DSTEM_THREADS`` overrides.
+KERNEL_THREADS = max(1, min(2, os.cpu_count() or 1))
 
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
-    """The float type a block is multiplied in.
+    """The float type a block is multiplied in on the generic path.
 
     float32 data stay float32 (fast; per-frame sums in float32 have ~1e-7 relative error). Integer
     and float64 data use float64 so that integer sums are exact (no overflow of uint8/uint16).
@@ -48,6 +51,216 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
     raise DataError(f"cannot compute with data of type {dtype}", hint="convert the data to a real number type")
 
 
+def fast_dtype(dtype) -> bool:
+    """Whether the compiled integer kernel handles this data type (unsigned, at most 16 bits)."""
+    dtype = np.dtype(dtype)
+    return dtype.kind in "bu" and dtype.itemsize <= 2 and _kernels() is not None
+
+
+# -- compiled kernels -------------------------------------------------------------------------------
+_KERNELS: dict = {}
+
+
+def _kernels():
+    """The numba kernels of :mod:`._kernels` (compiled on first use, cached on disk), or None without numba."""
+    if "k" not in _KERNELS:
+        try:
+            from . import _kernels as k
+        except ImportError:  # pragma: no cover - numba is a dependency
+            k = None
+        _KERNELS["k"] = None if k is None else {"frame_sums": k.frame_sums, "sum_frames": k.sum_frames,
+                                                "bin_frames": k.bin_frames}
+    return _KERNELS["k"]
+
+
+def threads() -> int:
+    """Threads for the compiled kernel: ``NAPARI_4DSTEM_THREADS`` or :data:`KERNEL_THREADS`."""
+    try:
+        return max(1, int(os.environ.get("NAPARI_4DSTEM_THREADS", KERNEL_THREADS)))
+    except ValueError:
+        return KERNEL_THREADS
+
+
+_POOL: dict = {}
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    if _POOL.get("n") != n:
+        if "pool" in _POOL:
+            _POOL["pool"].shutdown(wait=False)
+        _POOL.update(n=n, pool=ThreadPoolExecutor(n, thread_name_prefix="napari-4dstem-kernel"))
+    return _POOL["pool"]
+
+
+# -- the linear plan --------------------------------------------------------------------------------
+def _bbox(m: np.ndarray) -> tuple[int, int, int, int]:
+    ii = np.nonzero(m.any(axis=1))[0]
+    jj = np.nonzero(m.any(axis=0))[0]
+    if not len(ii):
+        return 0, 0, 0, 0
+    return int(ii[0]), int(ii[-1]) + 1, int(jj[0]), int(jj[-1]) + 1
+
+
+def _area(box) -> int:
+    return (box[1] - box[0]) * (box[3] - box[2])
+
+
+class LinearPlan:
+    """``(frames, H, W) -> (frames, k)`` float64 weighted sums for ``k`` stacked weight maps.
+
+    Built once (on the client) from the weights and the data type, applied to every block (on any worker).
+    ``kinds`` says how each map is evaluated: ``"separable"``, ``"mask"`` or ``"dense"``.
+    """
+
+    def __init__(self, weights: np.ndarray, dtype):
+        w = np.asarray(weights, dtype=np.float64)
+        if w.ndim == 2:
+            w = w[None]
+        k, h, wd = w.shape
+        self.k, self.shape = k, (h, wd)
+        self.dtype = np.dtype(dtype)
+        self.fast = fast_dtype(self.dtype)
+        self.ct = np.float64 if self.fast else compute_dtype(self.dtype)
+        self.row_w = np.zeros((h, k))  # map k gets row_w[:, k] . row sums
+        self.col_w = np.zeros((wd, k))  # ... + col_w[:, k] . column sums
+        masks, boxes, mask_coef = [], [], []
+        dense = []
+        self.kinds = []
+        for o in range(k):
+            wo = w[o]
+            a, b = wo[:, 0].copy(), wo[0, :] - wo[0, 0]
+            tol = 1e-12 * max(float(np.abs(wo).max()), 1e-300)
+            if np.allclose(wo, a[:, None] + b[None, :], rtol=0, atol=tol):
+                self.row_w[:, o] = a
+                self.col_w[:, o] = b
+                self.kinds.append("separable")
+                continue
+            vals = np.unique(wo)
+            if len(vals) == 2:
+                v0, v1 = float(vals[0]), float(vals[1])
+                m1 = wo == v1
+                b1, b0 = _bbox(m1), _bbox(~m1)
+                # the smaller box: v0 + (v1 - v0) m1  or  v1 - (v1 - v0) m0 (exact sums only: a
+                # float total minus a disc would lose the digits of a faint ring)
+                if _area(b1) <= _area(b0) or not self.fast:
+                    base, coef, m, box = v0, v1 - v0, m1, b1
+                else:
+                    base, coef, m, box = v1, v0 - v1, ~m1, b0
+                self.row_w[:, o] = base
+                masks.append(m)
+                boxes.append(box)
+                mask_coef.append((o, coef))
+                self.kinds.append("mask")
+                continue
+            dense.append(o)
+            self.kinds.append("dense")
+        self.want_cols = bool(np.any(self.col_w))
+        self.masks = np.array(masks, dtype=bool).reshape(len(masks), h, wd)
+        self.boxes = np.array(boxes, dtype=np.int64).reshape(len(masks), 4)
+        self.mask_w = np.zeros((len(masks), k))
+        for m, (o, coef) in enumerate(mask_coef):
+            self.mask_w[m, o] = coef
+        self.dense_idx = dense
+        self.dense_w = np.ascontiguousarray(w[dense].reshape(len(dense), h * wd).T, dtype=self.ct)  # (H*W, kd)
+        if self.fast:
+            full = np.iinfo(np.uint32).max
+            self.masks_u32 = np.where(self.masks, np.uint32(full), np.uint32(0)).astype(np.uint32)
+        else:
+            self.mask_dense = np.ascontiguousarray(self.masks.reshape(len(masks), h * wd).T, dtype=self.ct)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """Weighted sums of ``frames`` (n, H, W) in the source type: (n, k) float64."""
+        n = frames.shape[0]
+        h, wd = self.shape
+        out = np.zeros((n, self.k))
+        if n == 0:
+            return out
+        if self.fast:
+            x = frames if frames.flags.c_contiguous else np.ascontiguousarray(frames)
+            rows = np.empty((n, h), np.uint32)
+            cols = np.zeros((n, wd if self.want_cols else 1), np.uint32)
+            msum = np.empty((n, len(self.masks_u32)), np.uint64)
+            kern = _kernels()["frame_sums"]
+            t = threads()
+            if t > 1 and n >= 8 * t:
+                bounds = np.linspace(0, n, t + 1).astype(int)
+                pool = _pool(t - 1)
+                futs = [pool.submit(kern, x[a:b], self.want_cols, self.masks_u32, self.boxes, rows[a:b],
+                                    cols[a:b], msum[a:b]) for a, b in zip(bounds[1:-1], bounds[2:])]
+                kern(x[:bounds[1]], self.want_cols, self.masks_u32, self.boxes, rows[:bounds[1]],
+                     cols[:bounds[1]], msum[:bounds[1]])
+                for fu in futs:
+                    fu.result()
+            else:
+                kern(x, self.want_cols, self.masks_u32, self.boxes, rows, cols, msum)
+            out += rows @ self.row_w
+            if self.want_cols:
+                out += cols @ self.col_w
+            if len(self.masks_u32):
+                out += msum.astype(np.float64) @ self.mask_w
+            if self.dense_idx:
+                out[:, self.dense_idx] = self._dense(frames)
+            return out
+        # generic path: cast a piece at a time (never the whole block)
+        ct = np.dtype(self.ct)
+        npix = h * wd
+        step = max(1, PIECE_BYTES // (npix * ct.itemsize))
+        flat = frames.reshape(n, npix)
+        buf = np.empty((min(step, n), npix), ct)
+        for a in range(0, n, step):
+            m = min(n, a + step) - a
+            piece = buf[:m]
+            np.copyto(piece, flat[a:a + m], casting="unsafe")
+            p3 = piece.reshape(m, h, wd)
+            res = p3.sum(axis=2, dtype=np.float64) @ self.row_w
+            if self.want_cols:
+                res += p3.sum(axis=1, dtype=np.float64) @ self.col_w
+            if len(self.masks):
+                res += (piece @ self.mask_dense).astype(np.float64) @ self.mask_w
+            if self.dense_idx:
+                res[:, self.dense_idx] = piece @ self.dense_w
+            out[a:a + m] = res
+        return out
+
+    def _dense(self, frames: np.ndarray) -> np.ndarray:
+        n = frames.shape[0]
+        npix = self.shape[0] * self.shape[1]
+        flat = frames.reshape(n, npix)
+        step = max(1, PIECE_BYTES // (npix * 8))
+        res = np.empty((n, len(self.dense_idx)))
+        buf = np.empty((min(step, n), npix))
+        for a in range(0, n, step):
+            m = min(n, a + step) - a
+            np.copyto(buf[:m], flat[a:a + m], casting="unsafe")
+            res[a:a + m] = buf[:m] @ self.dense_w
+        return res
+
+
+def sum_frames(frames: np.ndarray, acc: np.ndarray) -> None:
+    """``acc += frames.sum(axis=0)``: uint64 accumulator for unsigned data (exact), float64 otherwise."""
+    if acc.dtype == np.uint64 and fast_dtype(frames.dtype):
+        x = frames if frames.flags.c_contiguous else np.ascontiguousarray(frames)
+        _kernels()["sum_frames"](x, acc)
+    else:
+        acc += frames.sum(axis=0, dtype=acc.dtype)
+
+
+def bin_frames(frames: np.ndarray, factor: int, start: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Sum ``factor x factor`` pixels of ``frames`` (n, H, W) from ``start`` into ``shape``: (n, bh, bw) float32."""
+    n = frames.shape[0]
+    bh, bw = shape
+    y0, x0 = start
+    if fast_dtype(frames.dtype):
+        out = np.empty((n, bh, bw), np.float32)
+        x = frames if frames.flags.c_contiguous else np.ascontiguousarray(frames)
+        _kernels()["bin_frames"](x, int(factor), int(y0), int(x0), out)
+        return out
+    x = frames[:, y0:y0 + bh * factor, x0:x0 + bw * factor].reshape(n, bh, factor, bw, factor)
+    acc = np.float64 if frames.dtype.itemsize > 4 or frames.dtype.kind != "f" else np.float32
+    return x.sum(axis=(2, 4), dtype=acc).astype(np.float32, copy=False)
+
+
+# -- public wrappers ----------------------------------------------------------------------------------
 def iter_weighted_sums(ds: Dataset4D, weights: np.ndarray, block_bytes: int | None = None,
                        message: str = "reducing", check_negative: bool = False) -> Steps[np.ndarray]:
     """Per-frame weighted sums ``sum_ij I[i, j] * w_k[i, j]`` for k weight maps, block by block.
@@ -61,210 +274,65 @@ def iter_weighted_sums(ds: Dataset4D, weights: np.ndarray, block_bytes: int | No
     block_bytes
         Bytes of source data read per block (default :data:`MATMUL_BLOCK_BYTES`).
     check_negative
-        Raise :class:`DataError` on negative intensities. To keep the pass at memory bandwidth,
-        the first piece (0.5-1 MiB) is checked value by value and every frame through its total
-        (``weights[0]`` must then be the all-ones map); mean-subtracted or PCA data fail at once.
+        Raise :class:`DataError` on negative intensities (checked on the first piece value by value
+        and on every frame through its total; unsigned data are never negative).
 
     Returns
     -------
     ``(scan_y, scan_x, k)`` float64 array (via ``StopIteration.value``).
     """
-    w = np.asarray(weights)
-    if w.ndim == 2:
-        w = w[None]
-    if w.shape[1:] != ds.detector_shape:
-        raise DataError(f"detector weight maps have shape {w.shape[1:]}, the detector is {ds.detector_shape}",
-                        path=ds.provenance.source_path, hint="make the mask the detector's shape")
-    ct = compute_dtype(ds.dtype)
-    k = w.shape[0]
-    wt = np.ascontiguousarray(w.reshape(k, -1), dtype=ct)  # (k, H*W)
+    from .executor import Linear, iter_run
 
-    def kernel(piece: np.ndarray) -> np.ndarray:
-        # one matrix-vector product per map: the piece is read from memory once, then from cache
-        res = np.empty((k, piece.shape[0]), dtype=ct)
-        for j in range(k):
-            np.dot(piece, wt[j], out=res[j])
-        return res
-
-    if k >= GEMM_MIN_MAPS:  # zernike branch: many maps (Zernike moments) -> one matrix product per piece
-        wtt = np.ascontiguousarray(wt.T)
-        one_thread = _one_blas_thread()
-
-        def kernel(piece: np.ndarray) -> np.ndarray:  # noqa: F811
-            with one_thread():  # small GEMMs on many BLAS threads stall on a busy machine
-                return (piece @ wtt).T
-
-    return (yield from _iter_reduce(ds, k, kernel, ct, block_bytes, message, check_negative))
+    res = yield from iter_run(ds, [Linear(weights)], block_bytes=block_bytes, message=message,
+                              check_negative=check_negative)
+    return res[0]
 
 
-#: From this many weight maps on, one (single-threaded) GEMM per piece replaces the matrix-vector products:
-#: measured 2.3x faster for the 28 maps of Zernike order 6 (zernike branch).
-GEMM_MIN_MAPS = 8
-
-
-def _one_blas_thread():
-    """A context manager limiting BLAS to one thread (threadpoolctl, cheap: ~20 us), or a no-op without it."""
-    import contextlib
-
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return contextlib.nullcontext
-    ctl = _CONTROLLER.get("c")
-    if ctl is None:
-        ctl = _CONTROLLER["c"] = ThreadpoolController()
-    return lambda: ctl.limit(limits=1, user_api="blas")
-
-
-_CONTROLLER: dict = {}
-
-
-def iter_separable_sums(ds: Dataset4D, col_weights: np.ndarray, terms: list[list[tuple[int, np.ndarray]]],
-                        block_bytes: int | None = None, message: str = "reducing",
-                        check_negative: bool = False) -> Steps[np.ndarray]:
-    """Per-frame sums for weight maps that are sums of outer products ``a(i) b_c(j)``.
-
-    One matrix product per piece, ``(frames * H, W) @ (W, c)``, gives for every detector row its sums
-    with the column weights ``b_c``; output ``k`` is then ``sum over its terms (c, a) of
-    sum_i a(i) * rowsum_c(i)``. This reads each frame once and runs close to memory bandwidth (COM
-    needs only ``b = [1, j - cx]``).
-
-    Parameters
-    ----------
-    col_weights
-        ``(c, det_x)`` column weights.
-    terms
-        For each output, a list of ``(column weight index, row weight (det_y,))``.
-    check_negative
-        As in :func:`iter_weighted_sums`; output 0 must be the frame total.
-    """
-    h, wd = ds.detector_shape
-    ct = compute_dtype(ds.dtype)
-    b = np.ascontiguousarray(np.asarray(col_weights, dtype=ct).reshape(-1, wd).T)  # (W, c)
-    if b.shape[1] == 1:  # keep a matrix product (BLAS gemv would be chosen for one column anyway)
-        b = np.ascontiguousarray(np.concatenate([b, np.zeros_like(b)], axis=1))
-    nc = b.shape[1]
-    k = len(terms)
-    # the row weights of every output as one (H * c, k) matrix: res = rowsums (m, H * c) @ a_mat
-    a_mat = np.zeros((h, nc, k))
-    for o, tt in enumerate(terms):
-        for c, a in tt:
-            a_mat[:, int(c), o] += np.asarray(a, dtype=np.float64).reshape(h)
-    a_mat = np.ascontiguousarray(a_mat.reshape(h * nc, k), dtype=ct)
-
-    def kernel(piece: np.ndarray) -> np.ndarray:
-        m = piece.shape[0]
-        t = (piece.reshape(m * h, wd) @ b).reshape(m, h * nc)
-        return (t @ a_mat).T
-
-    return (yield from _iter_reduce(ds, k, kernel, ct, block_bytes, message, check_negative,
-                                    SEPARABLE_PIECE_BYTES))
-
-
-def _iter_reduce(ds: Dataset4D, k: int, kernel, ct: np.dtype, block_bytes: int | None, message: str,
-                 check_negative: bool, piece_bytes: int | None = None) -> Steps[np.ndarray]:
-    """Drive ``kernel(piece) -> (k, m)`` over the dataset: blocks of scan rows, pieces of ~PIECE_BYTES.
-
-    ``kernel`` receives a C-contiguous ``(m, H*W)`` piece in the compute type ``ct``. Integer pieces are cast into a reused buffer, never a whole block; pieces
-    of one block are shared among threads when the data are in memory.
-    """
-    sy, sx = ds.scan_shape
-    npix = ds.detector_shape[0] * ds.detector_shape[1]
-    out = np.zeros((sy * sx, k), dtype=np.float64)
-    block_bytes = block_bytes or MATMUL_BLOCK_BYTES
-    total = ds.n_blocks(block_bytes)
-    signed = ds.dtype.kind in "fi"
-    rows = max(1, (piece_bytes or PIECE_BYTES) // (npix * ct.itemsize))
-    cast = np.dtype(ds.dtype) != ct
-    # threads only for arrays in memory: on a memmap, concurrent page faults slow the pass down
-    in_memory = isinstance(ds.data, np.ndarray) and not isinstance(ds.data, np.memmap)
-    n_threads = max(1, min(MAX_THREADS, os.cpu_count() or 1)) if in_memory else 1
-    bufs = [np.empty((rows, npix), dtype=ct) if cast else None for _ in range(n_threads)]
-    pool = ThreadPoolExecutor(n_threads - 1) if n_threads > 1 else None
-
-    def run(flat, res, s0, s1, buf):
-        for a in range(s0, s1, rows):
-            piece = flat[a:min(s1, a + rows)]
-            m = piece.shape[0]
-            if buf is not None:
-                np.copyto(buf[:m], piece, casting="unsafe")
-                piece = buf[:m]
-            elif not piece.flags.c_contiguous:
-                piece = np.ascontiguousarray(piece)
-            res[:, a:a + m] = kernel(piece)
-
-    try:
-        for i, (rows_sl, block) in enumerate(ds.iter_blocks(block_bytes)):
-            flat = block.reshape(-1, npix)
-            n = flat.shape[0]
-            if check_negative and signed and i == 0 and flat.size and flat[:rows].min() < 0:
-                _negative(ds)
-            res = np.empty((k, n), dtype=np.float64)
-            if pool is None:
-                run(flat, res, 0, n, bufs[0])
-            else:
-                # small tasks taken in turn by the threads (numpy releases the GIL): a thread
-                # descheduled by another process does not hold the block up
-                step = TASK_PIECES * rows
-                starts = iter(range(0, n, step))
-                lock = threading.Lock()
-
-                def worker(buf, flat=flat, res=res, n=n, starts=starts, lock=lock, step=step):
-                    while True:
-                        with lock:
-                            a = next(starts, None)
-                        if a is None:
-                            return
-                        run(flat, res, a, min(n, a + step), buf)
-
-                futs = [pool.submit(worker, bufs[t]) for t in range(1, n_threads)]
-                worker(bufs[0])
-                for f in futs:
-                    f.result()
-            if check_negative and signed and (res[0] < 0).any():
-                _negative(ds)
-            out[rows_sl.start * sx:rows_sl.stop * sx] = res.T
-            del flat, block
-            release_pages(ds.data, rows_sl)
-            yield Progress(i + 1, total, message)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
-    return out.reshape(sy, sx, k)
-
-
-def _negative(ds: Dataset4D):
-    raise DataError("the data hold negative intensities; centre of mass needs non-negative counts",
-                    path=ds.provenance.source_path,
-                    hint="use raw or binned counts, not mean-subtracted or PCA output "
-                         "(or clip them: np.clip(data, 0, None))")
+def negative_error(ds: Dataset4D):
+    return DataError("the data hold negative intensities; centre of mass needs non-negative counts",
+                     path=ds.provenance.source_path,
+                     hint="use raw or binned counts, not mean-subtracted or PCA output "
+                          "(or clip them: np.clip(data, 0, None))")
 
 
 def iter_mean_pattern(ds: Dataset4D, block_bytes: int = DEFAULT_BLOCK_BYTES,
                       with_max: bool = False, message: str = "mean pattern") -> Steps:
     """Mean (and optionally max) diffraction pattern over all frames, float64, block by block."""
-    total = ds.n_blocks(block_bytes)
-    acc = np.zeros(ds.detector_shape, dtype=np.float64)
-    mx = np.full(ds.detector_shape, -np.inf) if with_max else None
-    for i, (rows, block) in enumerate(ds.iter_blocks(block_bytes)):
-        acc += block.sum(axis=(0, 1), dtype=np.float64)
-        if with_max:
-            np.maximum(mx, block.max(axis=(0, 1)), out=mx)
-        release_pages(ds.data, rows)
-        yield Progress(i + 1, total, message)
-    mean = acc / ds.n_frames
-    return (mean, mx) if with_max else mean
+    from .executor import MeanPattern, iter_run
+
+    (res,) = yield from iter_run(ds, [MeanPattern(with_max=with_max)], block_bytes=block_bytes, message=message)
+    return (res["mean"], res["max"]) if with_max else res["mean"]
+
+
+def sample_rows(scan_y: int, scan_x: int, max_frames: int = 1024) -> np.ndarray:
+    """Evenly spaced scan rows holding at most ``max_frames`` frames (at least one row)."""
+    n_rows = max(1, min(scan_y, max_frames // max(scan_x, 1)))
+    return np.unique(np.linspace(0, scan_y - 1, n_rows).round().astype(int))
 
 
 def sample_mean_pattern(ds: Dataset4D, max_frames: int = 1024) -> np.ndarray:
-    """Mean pattern of a few evenly spaced scan rows (cheap estimate for default radii)."""
+    """Mean pattern of a few evenly spaced scan rows (cheap estimate for default radii and the BF disc).
+
+    Cached per dataset object and ``max_frames``, so COM, the virtual detectors and preprocessing of one
+    analysis share one small read.
+    """
+    key = (id(ds.data), ds.shape, int(max_frames))
+    hit = _SAMPLES.get(key)
+    if hit is not None and hit[0] is ds.data:
+        return hit[1]
     sy, sx = ds.scan_shape
-    n_rows = max(1, min(sy, max_frames // max(sx, 1)))
-    idx = np.unique(np.linspace(0, sy - 1, n_rows).round().astype(int))
+    idx = sample_rows(sy, sx, max_frames)
     acc = np.zeros(ds.detector_shape, dtype=np.float64)
     for r in idx:
         acc += ds.rows(int(r), int(r) + 1).sum(axis=(0, 1), dtype=np.float64)
-    return acc / (len(idx) * sx)
+    mean = acc / (len(idx) * sx)
+    if len(_SAMPLES) > 8:
+        _SAMPLES.clear()
+    _SAMPLES[key] = (ds.data, mean)
+    return mean
+
+
+_SAMPLES: dict = {}
 
 
 def release_pages(data, rows: slice) -> None:

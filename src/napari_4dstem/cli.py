@@ -148,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--overwrite", action="store_true", help="replace an existing results file")
     a.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     a.add_argument("--debug", action="store_true", help="show tracebacks")
+    # -- scheduler option (executor) --
+    a.add_argument("--scheduler", metavar="tcp://HOST:PORT|local:N",
+                   help="run the pass over the data on a Dask cluster: a running scheduler's address, or local:N "
+                        "to start N worker processes here (docs/analysis.md)")
+    # -- end scheduler option --
     _reader_options(a)
 
     i = sub.add_parser("info", help="print shape, dtype, size, calibration and provenance of a file")
@@ -249,13 +254,23 @@ def cmd_analyze(args) -> int:
               f"(~{e['read_seconds']:.0f} s of reading at {ASSUMED_READ_BYTES_PER_S // 2**20} MiB/s); "
               f"preprocessed stack {e['positions']} x {h} x {w} "
               f"= {e['preprocessed_bytes'] / 2**20:.1f} MiB", file=sys.stderr)
+    # -- scheduler option (executor) --
+    client = cluster = None
+    if getattr(args, "scheduler", None):
+        from .executor import connect
+
+        client, cluster = connect(args.scheduler)
+    # -- end scheduler option --
     printer = None if args.quiet else TextProgress()
     try:
-        results = analyze(ds, params, out=out, overwrite=args.overwrite, callback=printer)
+        results = analyze(ds, params, out=out, overwrite=args.overwrite, callback=printer, client=client)
     finally:
         if printer is not None:
             printer.close()
         ds.close()
+        for c in (client, cluster):  # scheduler option
+            if c is not None:
+                c.close()
     if args.quiet:
         for w in results.info.get("warnings", []):
             print(f"{PROG}: warning: {w}", file=sys.stderr)

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .blocks import iter_separable_sums, iter_weighted_sums
+from .executor import Linear, iter_run
+from .geometry import detector_pixel_mrad, shape_mask
 from .dataset import Dataset4D, as_dataset
 from .errors import DataError
 from .params import check_arguments
@@ -169,12 +170,12 @@ def _atom_signal(ds: Dataset4D, c0) -> tuple[str, np.ndarray, np.ndarray | None]
     moment ``(i - cy)^2 + (j - cx)^2``. Returns ``(kind, a, b)``.
     """
     from .blocks import sample_mean_pattern
-    from .virtual import find_bf_disc
+    from .geometry import find_bf_disc
 
     h, wd = ds.detector_shape
     iy, jx = np.arange(h, dtype=np.float64), np.arange(wd, dtype=np.float64)
     try:
-        cy, cx, r = find_bf_disc(sample_mean_pattern(ds, max_frames=256))
+        cy, cx, r = find_bf_disc(sample_mean_pattern(ds))
         a = (np.abs(iy - cy) > 1.1 * r).astype(np.float64)
         if a.sum() >= 2:
             return "adf", a, None
@@ -191,17 +192,11 @@ def _fit_plane(v: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def _detector_mask(ds: Dataset4D, mask, center) -> tuple[np.ndarray | None, Any]:
-    from .virtual import annulus_mask
-
     if mask is None:
         return None, None
-    if isinstance(mask, (tuple, list)) and mask and isinstance(mask[0], str):
-        kind = mask[0]
-        if kind == "disc" and len(mask) == 2:
-            return annulus_mask(ds.detector_shape, center, 0.0, float(mask[1])), list(mask)
-        if kind == "annulus" and len(mask) == 3:
-            return annulus_mask(ds.detector_shape, center, float(mask[1]), float(mask[2])), list(mask)
-        raise DataError(f"mask {mask!r} not understood", hint="use ('disc', r), ('annulus', r0, r1) or an array")
+    shaped = shape_mask(ds.detector_shape, center, mask)
+    if shaped is not None:
+        return shaped.astype(np.float64), list(mask)
     m = np.asarray(mask)
     if m.shape != ds.detector_shape:
         raise DataError(f"the COM mask has shape {m.shape}, the detector is {ds.detector_shape}",
@@ -212,11 +207,26 @@ def _detector_mask(ds: Dataset4D, mask, center) -> tuple[np.ndarray | None, Any]
 
 
 # -- main entry -----------------------------------------------------------------------------------
-def iter_center_of_mass(data, rotation="auto", flip="auto", mask=None, center=None, descan=None,
-                        units: str = "px", block_bytes: int | None = None, icom_highpass: float = 0.25
-                        ) -> Steps[COMResult]:
-    """Generator form of :func:`center_of_mass` (yields Progress, returns COMResult)."""
-    check_arguments("iter_center_of_mass", locals())  # types and ranges, before any read
+class COMReducer(Linear):
+    """Reducer: the per-frame sums ``[1, i - cy, j - cx, (atom signal)]`` -> :class:`COMResult`."""
+
+    def __init__(self, weights, state: dict):
+        super().__init__(weights, check_negative=True)
+        self.state = state
+        self.defer = False  # True: finalize returns the sums, complete() makes the result later
+
+    def finalize(self, bufs, info):
+        return bufs["sums"] if self.defer else self.complete(bufs["sums"])
+
+    def complete(self, sums: np.ndarray) -> COMResult:
+        """The COM maps from the per-frame sums (rotation and flip search, divergence, curl, iCOM)."""
+        return _com_from_sums(sums, **self.state)
+
+
+def com_reducer(data, rotation="auto", flip="auto", mask=None, center=None, descan=None, units: str = "px",
+                block_bytes: int | None = None, icom_highpass: float = 0.25) -> COMReducer:
+    """The :class:`COMReducer` for these parameters (validated, weights built; nothing of the scan read
+    except a small sample of frames for the automatic 180-degree decision)."""
     ds = as_dataset(data)
     if units not in ("px", "mrad"):
         raise DataError(f"units must be 'px' or 'mrad', got {units!r}")
@@ -237,31 +247,51 @@ def iter_center_of_mass(data, rotation="auto", flip="auto", mask=None, center=No
         if len(c0) != 2:
             raise DataError(f"center must be (y, x), got {center!r}")
     m, mask_desc = _detector_mask(ds, mask, c0)
+    mr = None
+    if units == "mrad":
+        mr = detector_pixel_mrad(ds)
+        if mr is None:
+            raise DataError("COM in mrad needs a detector calibration (detector_pixel in mrad, or 1/Å with "
+                            "the beam energy)", path=ds.provenance.source_path, hint="use units='px'")
 
     auto = rotation == "auto" or flip == "auto"
     h, wd = ds.detector_shape
     iy, jx = np.arange(h, dtype=np.float64), np.arange(wd, dtype=np.float64)
     atom_signal = _atom_signal(ds, c0) if auto else None
-    if m is None:
-        # the weights 1, i - cy, j - cx are outer products: one (frames * H, W) @ (W, c) product
-        cols = [np.ones(wd), jx - c0[1]]
-        terms = [[(0, np.ones(h))], [(0, iy - c0[0])], [(1, np.ones(h))]]
-        if auto:  # a 4th output marking atom columns, for the 180-degree decision (same pass)
-            if atom_signal[2] is None:  # dark-field bands: row weights only, still two columns
-                terms.append([(0, atom_signal[1])])
-            else:
-                cols.append(atom_signal[2])
-                terms.append([(0, atom_signal[1]), (2, np.ones(h))])
-        sums = yield from iter_separable_sums(ds, np.stack(cols), terms, block_bytes,
-                                              message="centre of mass", check_negative=True)
-    else:
-        w = np.stack([np.ones((h, wd)), np.broadcast_to((iy - c0[0])[:, None], (h, wd)),
-                      np.broadcast_to((jx - c0[1])[None, :], (h, wd))]) * m
-        if auto:
-            b = np.zeros(wd) if atom_signal[2] is None else atom_signal[2]
-            w = np.concatenate([w, np.add.outer(atom_signal[1], b)[None]])
-        sums = yield from iter_weighted_sums(ds, w, block_bytes, message="centre of mass",
-                                             check_negative=True)
+    # 1, i - cy, j - cx (outer products: the executor evaluates them from row and column sums); with
+    # auto rotation a 4th map bright at atom columns, for the 180-degree decision (same pass)
+    w = [np.ones((h, wd)), np.broadcast_to((iy - c0[0])[:, None], (h, wd)),
+         np.broadcast_to((jx - c0[1])[None, :], (h, wd))]
+    if auto:
+        b = np.zeros(wd) if atom_signal[2] is None else atom_signal[2]
+        w.append(np.add.outer(atom_signal[1], b))
+    w = np.stack(w)
+    if m is not None:
+        w = w * m
+    cal = ds.calibration
+    step = (1.0, 1.0)
+    if cal.scan_step is not None and all(s for s in cal.scan_step):
+        step = (float(cal.scan_step[0]), float(cal.scan_step[1]))
+    state = dict(rotation=rotation, flip=flip, center=center, c0=c0, mask_desc=mask_desc, descan=descan,
+                 units=units, mr=mr, step=step, block_bytes=block_bytes, icom_highpass=icom_highpass,
+                 atom_kind=None if atom_signal is None else atom_signal[0])
+    return COMReducer(w, state)
+
+
+def iter_center_of_mass(data, rotation="auto", flip="auto", mask=None, center=None, descan=None,
+                        units: str = "px", block_bytes: int | None = None, icom_highpass: float = 0.25
+                        ) -> Steps[COMResult]:
+    """Generator form of :func:`center_of_mass` (yields Progress, returns COMResult)."""
+    check_arguments("iter_center_of_mass", locals())  # types and ranges, before any read
+    ds = as_dataset(data)
+    red = com_reducer(ds, rotation, flip, mask, center, descan, units, block_bytes, icom_highpass)
+    (res,) = yield from iter_run(ds, [red], block_bytes=block_bytes, message="centre of mass")
+    return res
+
+
+def _com_from_sums(sums, rotation, flip, center, c0, mask_desc, descan, units, mr, step, block_bytes,
+                   icom_highpass, atom_kind) -> COMResult:
+    auto = atom_kind is not None
     total = sums[..., 0]
     valid = total > 0
     safe = np.where(valid, total, 1.0)
@@ -269,7 +299,7 @@ def iter_center_of_mass(data, rotation="auto", flip="auto", mask=None, center=No
     x = np.where(valid, sums[..., 2] / safe, 0.0)
     adf = None
     if auto:
-        adf = sums[..., 3] if atom_signal[0] == "adf" else np.where(valid, sums[..., 3] / safe, 0.0)
+        adf = sums[..., 3] if atom_kind == "adf" else np.where(valid, sums[..., 3] / safe, 0.0)
 
     center_used = [c0[0], c0[1]]
     if isinstance(center, str) and center == "mean":
@@ -286,20 +316,8 @@ def iter_center_of_mass(data, rotation="auto", flip="auto", mask=None, center=No
         elif valid.sum() >= 3:
             y = np.where(valid, y - _fit_plane(y, valid), 0.0)
             x = np.where(valid, x - _fit_plane(x, valid), 0.0)
-
     if units == "mrad":
-        from .virtual import detector_pixel_mrad
-
-        mr = detector_pixel_mrad(ds)
-        if mr is None:
-            raise DataError("COM in mrad needs a detector calibration (detector_pixel in mrad, or 1/Å with "
-                            "the beam energy)", path=ds.provenance.source_path, hint="use units='px'")
         y, x = y * mr[0], x * mr[1]
-
-    cal = ds.calibration
-    step = (1.0, 1.0)
-    if cal.scan_step is not None and all(s for s in cal.scan_step):
-        step = (float(cal.scan_step[0]), float(cal.scan_step[1]))
 
     # rotation / flip
     # curl/divergence statistics use a lightly smoothed field: shot noise is white, atoms are not
@@ -327,7 +345,7 @@ def iter_center_of_mass(data, rotation="auto", flip="auto", mask=None, center=No
         if adf is not None and min(adf.shape) > 4:
             adf = ndimage.gaussian_filter(adf, ESTIMATE_SMOOTH_PX)
         sgn, sign_rule = _atom_sign(div, adf)
-        sign_rule = f"{atom_signal[0]}: {sign_rule}"
+        sign_rule = f"{atom_kind}: {sign_rule}"
         if sgn < 0:
             rot = (rot + 180.0) % 360.0
         # report in [-1, 359): an unrotated detector reads as ~0, not 359.9

@@ -601,7 +601,7 @@ def estimate(ds, params: dict) -> dict[str, Any]:
     p = merge_params(params)
     n, h, w = _preprocessed_shape(ds, p.get("preprocess") or {})
     stack = n * h * w * 4
-    passes = 4 if p.get("run_rrvae", True) else 2  # maps, COM, preprocessing fit, transform
+    passes = 1 + bool(p.get("run_zernike", False))  # one pass for every map (docs/analysis.md); Zernike class means: one more
     read_s = passes * ds.nbytes / ASSUMED_READ_BYTES_PER_S
     rr = p.get("rrvae") or {}
     latent = int(rr.get("latent_dim", 2))

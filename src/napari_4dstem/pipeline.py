@@ -38,16 +38,19 @@ def _tuples(d: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
-def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool = False) -> Steps:
+def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool = False, client=None) -> Steps:
     """Generator form of :func:`analyze`; yields :class:`Progress` whose ``info["stage"]`` names the step."""
     from .results import Results, save_results
 
     p = check_run(params, source, out, overwrite)  # every parameter, the source path and the output: before any read
-    stages = ["load", "maps", "com", "preprocess"]  # maps: navigator and virtual images
-    if p.get("run_zernike", False):  # zernike branch
-        stages.insert(3, "zernike")
-    if p.get("run_rrvae", True):
-        stages += ["rrvae", "encode", "defects"]
+    run_rrvae = bool(p.get("run_rrvae", True))
+    run_zernike = bool(p.get("run_zernike", False))
+    # maps: the one pass over the raw data (navigator, virtual images, COM sums, binning for the rrVAE)
+    stages = ["load", "maps", "com"]
+    if run_zernike:
+        stages.append("zernike")
+    if run_rrvae:
+        stages += ["preprocess", "rrvae", "encode", "defects"]
     if out is not None:
         stages.append("save")
     n = len(stages)
@@ -68,12 +71,14 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
             return stop.value
 
     ds = yield from stage("load", _just(lambda: _open(source, p["load"])))
-    from .com import iter_center_of_mass
+    from .com import com_reducer
+    from .executor import Source, iter_run
     from .preprocess import Preprocessing
-    from .virtual import detector_mask
+    from .virtual import detector_mask, virtual_reducer
 
     pp = Preprocessing(**_tuples(p["preprocess"]))
-    work = _scan_window(ds, pp)  # maps share the rrVAE's (cropped) scan grid
+    window = pp._scan_window(ds)  # validates crop_scan; the maps share the rrVAE's (cropped) scan grid
+    work = _scan_window(ds, pp)  # the same window as a lazy dataset, for the geometry (small sample reads)
     specs = {k: _tuples(v) for k, v in p["virtual"].items()}
     warnings: list[str] = []
     if "virtual" not in (params or {}):
@@ -87,28 +92,59 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
                 warnings.append(f"virtual image {name!r} skipped: {e.problem}")
                 yield Progress(0, 1, warnings[-1], {"stage": "maps", "stage_index": 1, "n_stages": n,
                                                     "warning": warnings[-1]})
-    nav, virtual = yield from stage("maps", _iter_maps(work, p.get("navigator", "sum"), specs))
-    com = yield from stage("com", iter_center_of_mass(work, **_tuples(p["com"])))
+    navigator = p.get("navigator", "sum")
+    if navigator not in ("sum", "bf"):
+        raise DataError(f"unknown navigator kind {navigator!r}", hint="use 'sum' or 'bf'")
+    nav_spec = {"kind": "mask", "mask": np.ones(work.detector_shape, bool)} if navigator == "sum" else {"kind": "bf"}
+    maps_red = virtual_reducer(work, {**specs, _NAV: nav_spec})
+    com_red = com_reducer(work, **_tuples(p["com"]))
+    com_red.defer = True  # its maps are finished in the "com" stage
+    reducers = [maps_red, com_red]
+    if run_rrvae:
+        # the geometry the binning needs (hot pixels, centre) from a sample of frames, so that the raw
+        # file is read once; the stack is binned in the same pass
+        from .blocks import sample_mean_pattern
+
+        pp.prepare(ds, True, sample_mean_pattern(work) if pp.needs_raw_mean() else None)
+        reducers.append(pp.binning_reducer(ds))
+    src = None
+    if client is not None:
+        src = (Source(str(source), dict(p["load"]), tuple(ds.shape), str(ds.dtype))
+               if not isinstance(source, Dataset4D) else Source.from_dataset(ds))
+    run_stats: dict = {}
+    res = yield from stage("maps", iter_run(ds, reducers, client=client, source=src, window=window,
+                                            message="one pass: maps, COM sums" + (", binning" if run_rrvae else ""),
+                                            stats=run_stats))
+    virtual, com_sums = res[0], res[1]
+    nav = virtual.pop(_NAV).image
+    com = yield from stage("com", _just(lambda: com_red.complete(com_sums)))
     zernike_maps_, zernike_params = {}, None
-    if p.get("run_zernike", False):  # zernike branch: motifs of the raw patterns (counts: noise model)
+    if run_zernike:  # a pass of its own over the raw patterns: the class averages need the labels
         from .motifs import iter_motifs
         from .zernike_io import zernike_maps, zernike_parameters
 
         motif = yield from stage("zernike", iter_motifs(work, **_tuples(p["zernike"])))
         zernike_maps_, zernike_params = zernike_maps(motif), zernike_parameters(motif)
-    pre = yield from stage("preprocess", pp.iter_fit_transform(ds))
-    model = latent = None
-    if p.get("run_rrvae", True):
+    model = latent = pre = None
+    if run_rrvae:
+        pre = yield from stage("preprocess", pp.iter_finish(ds, res[2], True))
         from .rrvae import RRVAE, RRVAEConfig
 
         model = RRVAE(RRVAEConfig(**p["rrvae"]))
-        yield from stage("rrvae", model.iter_fit(pre, com_magnitude=com.magnitude, com_angle=com.angle))
-        latent = yield from stage("encode", _just(lambda: rrvae_maps(model, pre)))
+        res = res[:2]  # drop the executor's reference to the stack (pre holds it)
+        pre = _lean_stack(pre, model.config.detector_size)
+        patterns = _patterns(pre)  # the array itself: no second copy of the stack
+        yield from stage("rrvae", model.iter_fit(patterns, com_magnitude=com.magnitude, com_angle=com.angle))
+        latent = yield from stage("encode", _just(lambda: rrvae_maps(model, patterns, client)))
         n_models = defect_models(p.get("defect_models", "auto"), model.config, pp, pre.shape[:2])
         if n_models > 1:
-            extra = yield from stage("defects", iter_defect_maps(model, pre, n_models - 1, com.magnitude, com.angle))
+            extra = yield from stage("defects", iter_defect_maps(model, patterns, n_models - 1, com.magnitude,
+                                                                 com.angle))
             latent["outlier"] = np.mean([latent["outlier"], *extra], axis=0).astype(np.float32)
     info: dict[str, Any] = {"timings_s": timings}
+    if client is not None:
+        info["scheduler"] = str(getattr(getattr(client, "scheduler", None), "address", "client"))
+        info["dask_workers"] = run_stats.get("workers", {})  # worker address -> tasks it ran
     if model is not None:
         info["defect_models"] = n_models
     if warnings:
@@ -118,10 +154,10 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
     results = Results.from_analysis(
         ds, com=com, virtual={k: v.image for k, v in virtual.items()}, navigator=nav, rrvae_model=model,
         maps={**(latent or {}), **zernike_maps_} or None, preprocessing=pp, info=info,
-        parameters={"virtual": {k: v.parameters for k, v in virtual.items()}, "navigator": {"kind": p["navigator"]},
-                    "pipeline": {"run_rrvae": bool(p.get("run_rrvae", True)),
+        parameters={"virtual": {k: v.parameters for k, v in virtual.items()}, "navigator": {"kind": navigator},
+                    "pipeline": {"run_rrvae": run_rrvae,
                                  "defect_models": p.get("defect_models", "auto"),
-                                 "run_zernike": bool(p.get("run_zernike", False))},
+                                 "run_zernike": run_zernike},
                     **({"zernike": zernike_params} if zernike_params is not None else {})})
     if out is not None:
         yield from stage("save", _just(lambda: save_results(out, results, overwrite=overwrite)))
@@ -129,8 +165,12 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
 
 
 def analyze(source, params: dict | None = None, out=None, overwrite: bool = False, callback=None,
-            cancel=None):
+            cancel=None, client=None):
     """Run the whole analysis on a file or dataset and return (and optionally save) :class:`Results`.
+
+    The raw data are read once (docs/analysis.md, "Passes over the data"): navigator, virtual images, COM
+    sums and, with the rrVAE, the binned patterns come from one pass; preprocessing is skipped without the
+    rrVAE.
 
     Parameters
     ----------
@@ -145,8 +185,11 @@ def analyze(source, params: dict | None = None, out=None, overwrite: bool = Fals
         Replace an existing ``out``.
     callback, cancel
         As in :func:`napari_4dstem.run_steps`.
+    client
+        A ``distributed.Client``: the pass runs on its workers, each opening the file itself by path (it
+        must be the same path on every worker); the maps merge here. See docs/analysis.md, "On a cluster".
     """
-    return run_steps(iter_analyze(source, params, out, overwrite), callback, cancel, "analysis")
+    return run_steps(iter_analyze(source, params, out, overwrite, client=client), callback, cancel, "analysis")
 
 
 def defect_models(setting, config, preprocessing, scan_shape) -> int:
@@ -185,27 +228,50 @@ def iter_defect_maps(model, patterns, n: int, com_magnitude=None, com_angle=None
     return maps
 
 
-def rrvae_maps(model, patterns) -> dict:
+def rrvae_maps(model, patterns, client=None) -> dict:
     """The rrVAE maps of the results file, from the best epoch: :func:`napari_4dstem.rrvae.maps.rrvae_maps`
-    (the GUI's rrVAE dock uses the same function)."""
+    (the GUI's rrVAE dock uses the same function); encoded in chunks, on ``client``'s workers when given."""
     from .rrvae.maps import rrvae_maps as _maps
 
-    return _maps(model, patterns)
+    return _maps(model, patterns, client=client)
 
 
-def _iter_maps(ds: Dataset4D, navigator: str, specs: dict) -> Steps:
-    """Navigator and virtual images; a summed navigator rides along with the virtual pass (one read of the data)."""
-    from .virtual import iter_navigator_image, iter_virtual_images
+#: Above this size the preprocessed stack is binned to the rrVAE's ``detector_size`` before training (see
+#: :func:`_lean_stack`).
+LEAN_STACK_BYTES = 256 * 2**20
 
-    if navigator == "sum" and specs:
-        import numpy as np
 
-        virtual = yield from iter_virtual_images(ds, {**specs, _NAV: {"kind": "mask",
-                                                                     "mask": np.ones(ds.detector_shape, np.float32)}})
-        return virtual.pop(_NAV).image, virtual
-    nav = yield from iter_navigator_image(ds, navigator)
-    virtual = (yield from iter_virtual_images(ds, specs)) if specs else {}
-    return nav, virtual
+def _lean_stack(pre, size):
+    """A large stack binned (area mean) to the size the rrVAE trains at, the full-size stack released.
+
+    The networks see exactly what they would have seen (the rrVAE's own view takes the same area mean),
+    but its view would hold the full-size stack and several binned copies at once: on 256 x 256 positions
+    of 64 x 64 pixels that is 1 GiB plus ~1.5 GiB of temporaries. Only the model's full-size drawing
+    (``reconstruct``) is then at the binned size. Small stacks are left as they are.
+    """
+    arr = _patterns(pre)
+    if not (isinstance(arr, np.ndarray) and size and arr.nbytes > LEAN_STACK_BYTES):
+        return pre
+    sy, sx, h, w = arr.shape
+    if h != w or size >= h or h % size:
+        return pre
+    f = h // size
+    small = np.empty((sy, sx, size, size), np.float32)
+    for y in range(0, sy, 16):  # a band of scan rows at a time: no full-size temporary
+        small[y:y + 16] = arr[y:y + 16].reshape(-1, sx, size, f, size, f).mean(axis=(3, 5), dtype=np.float32)
+    dp = pre.calibration.detector_pixel
+    out = pre.with_data(small, note=f"binned to {size} x {size} for the rrVAE (area mean)",
+                        detector_pixel=None if dp is None else tuple(None if v is None else v * f for v in dp),
+                        detector_center=tuple((c - (f - 1) / 2) / f for c in pre.detector_center))
+    out.metadata = dict(pre.metadata, rrvae_prebinned=f)
+    return out
+
+
+def _patterns(pre):
+    """The preprocessed stack as the rrVAE takes it without a copy (its float32 array), else as given."""
+    if isinstance(pre, Dataset4D) and isinstance(pre.data, np.ndarray) and pre.data.dtype == np.float32:
+        return pre.data
+    return pre
 
 
 def _just(fn):
@@ -228,3 +294,12 @@ def _scan_window(ds: Dataset4D, pp) -> Dataset4D:
     y0, y1, x0, x1 = pp._scan_window(ds)  # validates the window against the scan
     # dask slicing keeps the crop lazy for h5py / memmap sources
     return ds.with_data(ds.to_dask()[y0:y1, x0:x1], note=f"scan window {[y0, y1, x0, x1]}")
+
+
+def __getattr__(name: str):
+    # chunked encoding lives with the rrVAE maps; re-exported lazily (importing rrvae imports torch)
+    if name in ("iter_encode", "ENCODE_CHUNK_PATTERNS"):
+        from .rrvae import maps
+
+        return getattr(maps, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import release_pages
+from .blocks import bin_frames, fast_dtype
+from .executor import Buffer, Reducer
+from .geometry import find_bf_disc, shape_mask
 from .dataset import DEFAULT_BLOCK_BYTES, Dataset4D, as_dataset, available_memory
 from .errors import DataError
 from .params import check_arguments
@@ -293,17 +295,8 @@ class Preprocessing:
                             path=ds.provenance.source_path, hint="use 0 <= y0 < y1 <= scan_y, same for x")
         return y0, y1, x0, x1
 
-    def _blocks(self, ds: Dataset4D, win):
-        y0, y1, x0, x1 = win
-        n = ds.rows_per_block(self.block_bytes or DEFAULT_BLOCK_BYTES)
-        for r in range(y0, y1, n):
-            r1 = min(y1, r + n)
-            yield slice(r - y0, r1 - y0), ds.rows(r, r1)[:, x0:x1]
-            release_pages(ds.data, slice(r, r1))
-
     def _geometry(self, ds: Dataset4D, raw_mean: np.ndarray | None):
         """Fit the detector geometry: centre, window shift, bin factor, output shape, mask."""
-        from .virtual import annulus_mask, find_bf_disc
 
         h, w = ds.detector_shape
         if self.center is None:
@@ -337,17 +330,8 @@ class Preprocessing:
         self.detector_shape_ = out_shape
         out_center = _binned_center(local_center, crop, self.bin_factor_)
         mask = self.mask
-        if mask is None:
-            m = None
-        elif isinstance(mask, (tuple, list)) and mask and isinstance(mask[0], str):
-            if mask[0] == "disc" and len(mask) == 2:
-                m = annulus_mask(out_shape, out_center, 0.0, float(mask[1]))
-            elif mask[0] == "annulus" and len(mask) == 3:
-                m = annulus_mask(out_shape, out_center, float(mask[1]), float(mask[2]))
-            else:
-                raise DataError(f"mask {mask!r} not understood",
-                                hint="use ('disc', r), ('annulus', r0, r1) or an array")
-        else:
+        m = None if mask is None else shape_mask(out_shape, out_center, mask)
+        if mask is not None and m is None:
             m = np.asarray(mask)
             if m.shape != out_shape:
                 raise DataError(f"the mask has shape {m.shape}, the preprocessed detector is {out_shape}",
@@ -358,11 +342,15 @@ class Preprocessing:
             detector_center=(float(out_center[0]), float(out_center[1])),
             detector_pixel=_scaled_pixel(ds, self.bin_factor_))
 
-    def _stage1(self, block: np.ndarray) -> np.ndarray:
-        """Hot pixels, centring window, binning, mask, per-pattern total: (n, h, w) float32."""
-        n = block.shape[0] * block.shape[1]
-        h, w = block.shape[2:]
-        x = block.reshape(n, h, w)
+    def _stage1(self, frames: np.ndarray) -> np.ndarray:
+        """Hot pixels, centring window, binning, mask, per-pattern total: (n, h, w) float32 from (n, H, W)."""
+        n, h, w = frames.shape
+        x = frames
+        f = self.bin_factor_
+        (cy0, cx0), (bh, bw) = self.bin_crop_, self.detector_shape_
+        if not self._plan and self.shift_ == (0, 0) and f > 1 and fast_dtype(x.dtype):
+            # counts: exact integer sums in one compiled pass
+            return self._finish_frames(bin_frames(x, f, (cy0, cx0), (bh, bw)))
         if self._plan:
             x = x.astype(np.float32, copy=True)
             for i, j, ii, jj in self._plan:
@@ -374,14 +362,14 @@ class Preprocessing:
             xs, xe = max(0, sx), min(w, w + sx)
             out[:, ys - sy:ye - sy, xs - sx:xe - sx] = x[:, ys:ye, xs:xe]
             x = out
-        f = self.bin_factor_
-        (cy0, cx0), (bh, bw) = self.bin_crop_, self.detector_shape_
         x = x[:, cy0:cy0 + bh * f, cx0:cx0 + bw * f]
         if f > 1:
             x = x.reshape(n, bh, f, bw, f)
             x = x.sum(axis=(2, 4), dtype=np.float64 if x.dtype.itemsize > 4 or x.dtype.kind != "f"
                       else np.float32)
-        x = x.astype(np.float32, copy=False)
+        return self._finish_frames(x.astype(np.float32, copy=False))
+
+    def _finish_frames(self, x: np.ndarray) -> np.ndarray:
         if self.mask_ is not None:
             x = x * self.mask_
         if self.normalize == "total":
@@ -414,35 +402,44 @@ class Preprocessing:
         return PCA(n_components=k, svd_solver=method, random_state=self.random_state), method
 
     def _run(self, ds: Dataset4D, fit: bool) -> Steps[Dataset4D]:
+        from .executor import MeanPattern, iter_run
+
+        win = self.prepare(ds, fit, None)
+        if fit and (self.remove_hot_pixels or self.center == "auto"):
+            # the raw mean pattern comes first: hot pixels and the centre shape the binning
+            (res,) = yield from iter_run(ds, [MeanPattern()], window=win, block_bytes=self._bytes(),
+                                         message="mean pattern")
+            self.prepare(ds, fit, res["mean"])
+        (binned,) = yield from iter_run(ds, [self.binning_reducer(ds, fit)], window=win,
+                                        block_bytes=self._bytes(), message="binning and centring")
+        return (yield from self.iter_finish(ds, binned, fit))
+
+    def _bytes(self) -> int:
+        return self.block_bytes or DEFAULT_BLOCK_BYTES
+
+    def needs_raw_mean(self) -> bool:
+        """Whether fitting needs the raw mean pattern before binning (hot pixels, ``center="auto"``)."""
+        return bool(self.remove_hot_pixels or self.center == "auto")
+
+    def prepare(self, ds: Dataset4D, fit: bool, raw_mean: np.ndarray | None) -> tuple[int, int, int, int]:
+        """Validate, and when fitting learn the geometry (centre, hot pixels, binning, mask) from ``raw_mean``
+        (the mean raw pattern, needed when :meth:`needs_raw_mean`); returns the scan window."""
         self._validate(ds)
         win = self._scan_window(ds)
-        y0, y1, x0, x1 = win
-        n_rows, n_cols = y1 - y0, x1 - x0
-        nb = math.ceil(n_rows / ds.rows_per_block(self.block_bytes or DEFAULT_BLOCK_BYTES))
-        need_mean = fit and (self.remove_hot_pixels or self.center == "auto")
-        total = nb * (2 if need_mean else 1) + 3
-        done = 0
         if fit:
-            raw_mean = None
-            if need_mean:
-                acc = np.zeros(ds.detector_shape)
-                for _, b in self._blocks(ds, win):
-                    acc += b.sum(axis=(0, 1), dtype=np.float64)
-                    done += 1
-                    yield Progress(done, total, "mean pattern")
-                raw_mean = acc / (n_rows * n_cols)
-                if not np.isfinite(raw_mean).all():
-                    raise DataError("the data hold NaN or infinite values", path=ds.provenance.source_path)
+            if raw_mean is not None and not np.isfinite(raw_mean).all():
+                raise DataError("the data hold NaN or infinite values", path=ds.provenance.source_path)
             self.raw_mean_pattern_ = raw_mean
-            hot = (find_hot_pixels(raw_mean, self.hot_pixel_threshold) if self.remove_hot_pixels
-                   else np.zeros(ds.detector_shape, bool))
+            hot = (find_hot_pixels(raw_mean, self.hot_pixel_threshold) if self.remove_hot_pixels and
+                   raw_mean is not None else np.zeros(ds.detector_shape, bool))
             self.hot_pixels_ = hot
             if hot.any() and raw_mean is not None:
                 raw_mean = raw_mean.copy()
                 for i, j, ii, jj in _repair_plan(hot):
                     raw_mean[i, j] = np.median(raw_mean[ii, jj]) if len(ii) else 0
             self._plan = _repair_plan(hot)
-            self._geometry(ds, raw_mean)
+            if raw_mean is not None or not self.needs_raw_mean():
+                self._geometry(ds, raw_mean)
             self.input_detector_shape_ = ds.detector_shape
         else:
             if ds.detector_shape != self.input_detector_shape_:
@@ -450,29 +447,34 @@ class Preprocessing:
                                 f"{self.input_detector_shape_}", path=ds.provenance.source_path,
                                 hint="fit a new Preprocessing on this data")
             self._plan = _repair_plan(self.hot_pixels_)
+        return win
 
+    def binning_reducer(self, ds: Dataset4D, fit: bool = True) -> BinnedPatterns:
+        """The reducer that bins (and repairs, centres, masks) every frame into the float32 stack, in the
+        executor's single pass; :meth:`iter_finish` completes the preprocessing from its result."""
+        y0, y1, x0, x1 = self._scan_window(ds)
         bh, bw = self.detector_shape_
-        n = n_rows * n_cols
-        out_bytes = n * bh * bw * 4
+        out_bytes = (y1 - y0) * (x1 - x0) * bh * bw * 4
         if out_bytes > 0.5 * available_memory():
             raise DataError(f"the preprocessed stack ({out_bytes / 2**30:.1f} GiB float32) does not fit in memory",
                             path=ds.provenance.source_path,
                             hint="bin more (bin_factor / target_size) or crop the scan (crop_scan)")
-        X = np.empty((n, bh * bw), dtype=np.float32)
         # integer counts (Poisson) let the auto smoothing judge the noise; floats and signed ints are checked
-        counts = ds.dtype.kind in "bu"
         check_counts = fit and self.scan_sigma == "auto" and ds.dtype.kind in "fi"
-        for rows, b in self._blocks(ds, win):
-            if ds.dtype.kind == "f" and not np.isfinite(b).all():
-                raise DataError("the data hold NaN or infinite values", path=ds.provenance.source_path,
-                                hint="replace them (np.nan_to_num) before preprocessing")
-            if check_counts:
-                counts = bool(b.min() >= 0 and np.array_equal(b, np.rint(b)))
-                check_counts = counts  # one non-integer block settles it
-            X[rows.start * n_cols:rows.stop * n_cols] = self._stage1(b).reshape(-1, bh * bw)
-            done += 1
-            yield Progress(done, total, "binning and centring")
+        return BinnedPatterns(self, ds.dtype.kind == "f", check_counts, ds.dtype.kind in "bu")
 
+    def iter_finish(self, ds: Dataset4D, binned: dict, fit: bool) -> Steps[Dataset4D]:
+        """Scan smoothing, PCA, mean subtraction and scaling on the binned stack (in memory, no data read)."""
+        y0, y1, x0, x1 = self._scan_window(ds)
+        n_rows, n_cols = y1 - y0, x1 - x0
+        bh, bw = self.detector_shape_
+        n = n_rows * n_cols
+        if binned["nonfinite"]:
+            raise DataError("the data hold NaN or infinite values", path=ds.provenance.source_path,
+                            hint="replace them (np.nan_to_num) before preprocessing")
+        X = binned["x"].reshape(n, bh * bw)
+        counts = binned["counts"]
+        total, done = 3, 0
         if fit:
             self.scan_sigma_, self.noise_ratio_ = self._scan_sigma(X, counts, (n_rows, n_cols))
         if getattr(self, "scan_sigma_", 0.0) > 0 and n_rows * n_cols > 1:
@@ -579,6 +581,32 @@ class Preprocessing:
         length = math.sqrt(-0.5 / math.log(min(r1, 0.999)))
         # a Gaussian of sigma divides white-noise variance by 4 pi sigma^2: aim at noise = signal / 4
         return float(min(math.sqrt(rho / math.pi), AUTO_SCAN_SIGMA_MAX, 0.8 * length)), rho
+
+
+class BinnedPatterns(Reducer):
+    """Reducer: each frame repaired, centred, binned and masked into the float32 stack of the preprocessing
+    (``{"x": (scan_y, scan_x, h*w), "counts": bool, "nonfinite": bool}``)."""
+
+    def __init__(self, pp: Preprocessing, check_finite: bool, check_counts: bool, counts: bool):
+        self.pp, self.check_finite, self.check_counts, self.counts = pp, check_finite, check_counts, counts
+
+    def buffers(self):
+        bh, bw = self.pp.detector_shape_
+        return {"x": Buffer("nav", (bh * bw,), "float32"), "nonfinite": Buffer("sig", (1,), "float64", "max"),
+                "noncount": Buffer("sig", (1,), "float64", "max")}
+
+    def process(self, frames, bufs):
+        if self.check_finite and not np.isfinite(frames).all():
+            bufs["nonfinite"][0] = 1
+            return
+        if self.check_counts and not bufs["noncount"][0] > 0:
+            if not (frames.min() >= 0 and np.array_equal(frames, np.rint(frames))):
+                bufs["noncount"][0] = 1  # one non-integer block settles it
+        bufs["x"][:] = self.pp._stage1(frames).reshape(len(frames), -1)
+
+    def finalize(self, bufs, info):
+        counts = self.counts or (self.check_counts and not bufs["noncount"][0] > 0)
+        return {"x": bufs["x"], "counts": bool(counts), "nonfinite": bool(bufs["nonfinite"][0] > 0)}
 
 
 def _pixel_bands(X: np.ndarray, band_bytes: int = 64 * 2**20):

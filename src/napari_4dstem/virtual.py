@@ -7,7 +7,6 @@ a pixel belongs to a detector when its centre lies at ``inner <= r <= outer`` fr
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +16,7 @@ from .blocks import iter_weighted_sums, sample_mean_pattern
 from .dataset import Dataset4D, as_dataset
 from .errors import DataError
 from .params import check_arguments
+from .executor import Linear, iter_run
 from .progress import Steps, run_steps
 
 KINDS = ("bf", "abf", "adf", "annulus", "mask")
@@ -31,70 +31,9 @@ class VirtualImage:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-# -- geometry ------------------------------------------------------------------------------------
-def electron_wavelength_A(energy_ev: float) -> float:
-    """Relativistic electron wavelength in Å."""
-    return 12.264259 / math.sqrt(energy_ev * (1.0 + 0.97846914e-6 * energy_ev))
-
-
-def detector_pixel_mrad(ds: Dataset4D) -> tuple[float, float] | None:
-    """Detector pixel size (y, x) in mrad, or None when the calibration does not give it."""
-    cal = ds.calibration
-    if cal.detector_pixel is None or any(p is None for p in cal.detector_pixel):
-        return None
-    unit = (cal.detector_unit or "").lower()
-    if unit == "mrad":
-        return (float(cal.detector_pixel[0]), float(cal.detector_pixel[1]))
-    if unit in ("1/å", "1/a", "1/angstrom", "a^-1", "å^-1") and cal.beam_energy_ev:
-        k = electron_wavelength_A(cal.beam_energy_ev) * 1000.0
-        return (float(cal.detector_pixel[0]) * k, float(cal.detector_pixel[1]) * k)
-    return None
-
-
-def find_bf_disc(pattern: np.ndarray, threshold: float = 0.5) -> tuple[float, float, float]:
-    """Bright-field disc ``(cy, cx, radius)`` in pixels from a mean pattern.
-
-    Pixels above ``threshold`` x (max - background) + background, where the background is the
-    median of the pattern, form the disc; the centre is their intensity-weighted centroid and the
-    radius comes from their area (``sqrt(area / pi)``), which is robust to a ragged edge.
-    """
-    p = np.asarray(pattern, dtype=np.float64)
-    if p.ndim != 2 or not np.isfinite(p).all():
-        raise DataError("the mean pattern is not a finite 2-D image; cannot find the bright-field disc")
-    bg = float(np.median(p))
-    top = float(p.max())
-    if top <= bg:
-        raise DataError("the mean pattern is flat (all frames empty or uniform); cannot find the "
-                        "bright-field disc", hint="give the centre and radii explicitly")
-    sel = p > bg + threshold * (top - bg)
-    # keep the connected region around the maximum (ignores hot pixels and far spots)
-    from scipy import ndimage
-
-    lab, _ = ndimage.label(sel)
-    peak = np.unravel_index(np.argmax(np.where(sel, p, -np.inf)), p.shape)
-    # the brightest region by total intensity is the disc
-    sums = ndimage.sum(p, lab, index=np.arange(1, lab.max() + 1))
-    region = lab == (int(np.argmax(sums)) + 1) if len(sums) else lab == lab[peak]
-    w = p * region
-    ii, jj = np.indices(p.shape)
-    cy = float((w * ii).sum() / w.sum())
-    cx = float((w * jj).sum() / w.sum())
-    r = math.sqrt(region.sum() / math.pi)
-    return cy, cx, r
-
-
-def annulus_mask(shape: tuple[int, int], center: tuple[float, float], inner: float = 0.0,
-                 outer: float | None = None, scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
-    """Boolean mask of pixels whose centre lies at ``inner <= r <= outer`` (``outer=None``: no limit).
-
-    ``scale`` converts pixels to the radius unit per axis (mrad per pixel, or 1).
-    """
-    ii, jj = np.indices(shape, dtype=np.float64)
-    r = np.hypot((ii - center[0]) * scale[0], (jj - center[1]) * scale[1])
-    m = r >= inner
-    if outer is not None:
-        m &= r <= outer
-    return m
+# -- geometry (in .geometry; the names stay importable from here) -------------------------------
+from .geometry import (  # noqa: E402,F401
+    annulus_mask, default_bf_radius, detector_pixel_mrad, electron_wavelength_A, find_bf_disc)
 
 
 def _resolve_center(ds: Dataset4D, center, pattern_fn) -> tuple[float, float]:
@@ -156,7 +95,7 @@ def detector_mask(ds: Dataset4D, kind: str = "bf", inner: float | None = None, o
         scale = mr
 
     def r_bf() -> float:
-        return _default_bf_radius(ds, units, pattern)
+        return default_bf_radius(ds, units, pattern)
 
     if kind == "bf":
         inner = 0.0 if inner is None else inner
@@ -182,37 +121,40 @@ def detector_mask(ds: Dataset4D, kind: str = "bf", inner: float | None = None, o
     return m, params
 
 
-def _default_bf_radius(ds: Dataset4D, units: str, pattern_fn) -> float:
-    cal = ds.calibration
-    mr = detector_pixel_mrad(ds)
-    if cal.convergence_semiangle_mrad and mr is not None:
-        r_mrad = float(cal.convergence_semiangle_mrad)
-        return r_mrad if units == "mrad" else r_mrad / float(np.mean(mr))
-    _, _, r_px = find_bf_disc(pattern_fn())
-    if units == "mrad":
-        return r_px * float(np.mean(mr))  # type: ignore[arg-type]
-    return r_px
-
-
 # -- images --------------------------------------------------------------------------------------
-def iter_virtual_images(data, detectors: dict[str, dict], block_bytes: int | None = None) -> Steps[dict]:
-    """Generator form of :func:`virtual_images`."""
-    check_arguments("iter_virtual_images", locals())  # types and ranges, before any read
+class VirtualDetectors(Linear):
+    """Reducer: several virtual detector images from one set of masks -> ``{name: VirtualImage}``."""
+
+    def __init__(self, names, masks, params):
+        super().__init__(np.stack(masks))
+        self.names, self.masks, self.params = list(names), list(masks), list(params)
+
+    def finalize(self, bufs, info):
+        sums = bufs["sums"]
+        return {name: VirtualImage(sums[..., k], m, p)
+                for k, (name, m, p) in enumerate(zip(self.names, self.masks, self.params))}
+
+
+def virtual_reducer(data, detectors: dict[str, dict], block_bytes: int | None = None) -> VirtualDetectors:
+    """The :class:`VirtualDetectors` reducer for ``detectors`` (masks built now, from the data's geometry)."""
     ds = as_dataset(data)
     if not detectors:
         raise DataError("no virtual detector given", hint="e.g. {'adf': {'kind': 'adf'}}")
     cache: dict = {}
     masks, params = [], []
     for name, spec in detectors.items():
-        spec = dict(spec)
-        m, p = detector_mask(ds, _cache=cache, **spec)
+        m, p = detector_mask(ds, _cache=cache, **dict(spec))
         masks.append(np.asarray(m, dtype=np.float64))
-        params.append(p)
-    sums = yield from iter_weighted_sums(ds, np.stack(masks), block_bytes, message="virtual detectors")
-    out = {}
-    for k, (name, m, p) in enumerate(zip(detectors, masks, params)):
-        p = dict(p, name=name, block_bytes=block_bytes)
-        out[name] = VirtualImage(sums[..., k], m, p)
+        params.append(dict(p, name=name, block_bytes=block_bytes))
+    return VirtualDetectors(list(detectors), masks, params)
+
+
+def iter_virtual_images(data, detectors: dict[str, dict], block_bytes: int | None = None) -> Steps[dict]:
+    """Generator form of :func:`virtual_images`."""
+    check_arguments("iter_virtual_images", locals())  # types and ranges, before any read
+    ds = as_dataset(data)
+    red = virtual_reducer(ds, detectors, block_bytes)
+    (out,) = yield from iter_run(ds, [red], block_bytes=block_bytes, message="virtual detectors")
     return out
 
 

@@ -187,7 +187,7 @@ def _concat_maps(parts: list) -> LatentMaps:
                       translation_sd=cat("translation_sd", 1), parameters=dict(parts[0].parameters))
 
 
-def iter_rrvae_maps(model, patterns, epoch="best", rows_per_step: int | None = None):
+def iter_rrvae_maps(model, patterns, epoch="best", rows_per_step: int | None = None, client=None):
     """The rrVAE maps of a trained model, scan rows at a time (yields ``Progress``; returns a dict).
 
     ``epoch``: ``"best"`` (the paper's stopping rule: the best epoch's weights when the model kept them),
@@ -195,7 +195,8 @@ def iter_rrvae_maps(model, patterns, epoch="best", rows_per_step: int | None = N
     Returns ``angle``, ``angle_sd``, ``latents``, ``latent_sd`` (and ``translations``, ``translation_sd``),
     ``reconstruction_error`` (per-pattern squared error at its own pose), ``outlier`` (``model.outlier_map``),
     ``epoch`` (the epoch whose weights made them) and ``encoded`` (the :class:`LatentMaps`).
-    A generator: a GUI worker gets progress and can stop it between steps.
+    A generator: a GUI worker gets progress and can stop it between steps. With a ``distributed.Client``
+    the chunks are encoded on its workers (:func:`iter_encode`).
     """
     from ..progress import Progress
 
@@ -209,8 +210,11 @@ def iter_rrvae_maps(model, patterns, epoch="best", rows_per_step: int | None = N
     try:
         used = model.epoch
         parts, errs = [], []
+        if client is not None:
+            lm, err = yield from iter_encode(model, patterns, client, chunk_patterns=n * sx)
+            parts, errs = [lm], [err]
         rows = patterns.rows if hasattr(patterns, "rows") else (lambda a, b: np.asarray(patterns[a:b]))
-        for i, y0 in enumerate(range(0, sy, n)):
+        for i, y0 in enumerate(range(0, sy, n) if client is None else ()):
             block = rows(y0, min(sy, y0 + n))
             parts.append(model.encode(block))
             errs.append(model.reconstruction_error(block))
@@ -229,11 +233,54 @@ def iter_rrvae_maps(model, patterns, epoch="best", rows_per_step: int | None = N
     return out
 
 
-def rrvae_maps(model, patterns, epoch="best") -> dict:
+def rrvae_maps(model, patterns, epoch="best", client=None) -> dict:
     """:func:`iter_rrvae_maps` run to the end, without the ``epoch`` and ``encoded`` entries (results-file maps)."""
     from ..progress import run_steps
 
-    out = run_steps(iter_rrvae_maps(model, patterns, epoch), what="encoding")
+    out = run_steps(iter_rrvae_maps(model, patterns, epoch, client=client), what="encoding")
     out.pop("encoded")
     out.pop("epoch")
     return out
+
+
+#: Patterns encoded per chunk by :func:`iter_encode` (bounds memory; one task each on a cluster).
+ENCODE_CHUNK_PATTERNS = 8192
+
+
+def _encode_chunk(model, chunk: np.ndarray):
+    """Encoder maps and reconstruction error of a chunk of scan rows (runs here or on a worker)."""
+    return model.encode(chunk), model.reconstruction_error(chunk)
+
+
+def iter_encode(model, patterns, client=None, chunk_patterns: int | None = None):
+    """``(LatentMaps, reconstruction_error)`` of all patterns, encoded a chunk of scan rows at a time.
+
+    Each pattern is encoded on its own, so chunks give the same maps as one call. With a
+    ``distributed.Client`` the chunks run on its workers (the model goes to each worker once; the binned
+    patterns, small next to the raw scan, travel with their chunk).
+    """
+    from ..progress import Progress
+
+    arr = getattr(patterns, "data", patterns)
+    arr = np.asarray(arr)
+    sy, sx = arr.shape[:2]
+    step = max(1, (chunk_patterns or ENCODE_CHUNK_PATTERNS) // max(sx, 1))
+    starts = list(range(0, sy, step))
+    parts: list = [None] * len(starts)
+    if client is None:
+        for i, a in enumerate(starts):
+            parts[i] = _encode_chunk(model, arr[a:a + step])
+            yield Progress(i + 1, len(starts), "encoding")
+    else:
+        from distributed import as_completed
+
+        mf = client.scatter(model, broadcast=True, hash=False)
+        futs = {client.submit(_encode_chunk, mf, arr[a:a + step], pure=False): i for i, a in enumerate(starts)}
+        try:
+            for k, fut in enumerate(as_completed(list(futs)), 1):
+                parts[futs[fut]] = fut.result()
+                yield Progress(k, len(starts), "encoding (cluster)")
+        finally:
+            client.cancel([f for f in futs if not f.done()] + [mf])
+    lm = _concat_maps([p[0] for p in parts])
+    return lm, np.concatenate([p[1] for p in parts], axis=0)
