@@ -247,20 +247,24 @@ def cmd_analyze(args) -> int:
     except BaseException:
         ds.close()
         raise
-    if not args.quiet:
-        e = estimate(ds, merged)
-        h, w = e["preprocessed_detector"]
-        print(f"{PROG}: {ds.nbytes / 2**30:.3g} GiB of data, about {e['passes']} passes "
-              f"(~{e['read_seconds']:.0f} s of reading at {ASSUMED_READ_BYTES_PER_S // 2**20} MiB/s); "
-              f"preprocessed stack {e['positions']} x {h} x {w} "
-              f"= {e['preprocessed_bytes'] / 2**20:.1f} MiB", file=sys.stderr)
     # -- scheduler option (executor) --
     client = cluster = None
     if getattr(args, "scheduler", None):
         from .executor import connect
 
-        client, cluster = connect(args.scheduler)
+        try:
+            client, cluster = connect(args.scheduler)
+        except BaseException:
+            ds.close()
+            raise
     # -- end scheduler option --
+    if not args.quiet:
+        e = estimate(ds, merged)
+        h, w = e["preprocessed_detector"]
+        print(f"{PROG}: {ds.nbytes / 2**30:.3g} GiB of data, about {e['passes']} pass{'es' if e['passes'] != 1 else ''} over it "
+              f"(~{e['read_seconds']:.0f} s of reading at {ASSUMED_READ_BYTES_PER_S // 2**20} MiB/s); "
+              f"preprocessed stack {e['positions']} x {h} x {w} "
+              f"= {e['preprocessed_bytes'] / 2**20:.1f} MiB", file=sys.stderr)
     printer = None if args.quiet else TextProgress()
     try:
         results = analyze(ds, params, out=out, overwrite=args.overwrite, callback=printer, client=client)
