@@ -476,7 +476,9 @@ CALLS: dict[str, tuple[str | None, dict[str, Param], type[FourDSTEMError]]] = {
                                        "napari_4dstem.as_dataset)", _source_ok),
                        "params": Param("a dict of parameter sections or None",
                                        lambda v: v is None or isinstance(v, dict)),
-                       "out": _or_none(PATH, True), "overwrite": boolean()}, DataError),
+                       "out": _or_none(PATH, True), "overwrite": boolean(),
+                       "client": Param("a distributed.Client or None",
+                                       lambda v: v is None or callable(getattr(v, "submit", None)))}, DataError),
 }
 
 

@@ -21,7 +21,7 @@ from .progress import Progress, Steps, run_steps
 _NAV = "__navigator__"
 
 # Parameter defaults, config files and checks live in params.py (harden branch); re-exported here.
-from .params import DEFAULTS, check_params, check_run, default_params, load_config, merge_params  # noqa: E402,F401
+from .params import DEFAULTS, check_arguments, check_params, check_run, default_params, load_config, merge_params  # noqa: E402,F401
 from .params import sections as _sections  # noqa: E402
 
 #: Sections of a params.toml and of :func:`analyze`'s ``params``.
@@ -43,6 +43,7 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
     from .results import Results, save_results
 
     p = check_run(params, source, out, overwrite)  # every parameter, the source path and the output: before any read
+    check_arguments("analyze", {"client": client})  # a distributed.Client (an address goes to --scheduler)
     run_rrvae = bool(p.get("run_rrvae", True))
     run_zernike = bool(p.get("run_zernike", False))
     # maps: the one pass over the raw data (navigator, virtual images, COM sums, binning for the rrVAE)
