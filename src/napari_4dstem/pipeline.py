@@ -42,8 +42,8 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
     """Generator form of :func:`analyze`; yields :class:`Progress` whose ``info["stage"]`` names the step."""
     from .results import Results, save_results
 
-    p = check_run(params, source, out, overwrite)  # every parameter, the source path and the output: before any read
     check_arguments("analyze", {"client": client})  # a distributed.Client (an address goes to --scheduler)
+    p = check_run(params, source, out, overwrite)  # every parameter, the source path and the output: before any read
     run_rrvae = bool(p.get("run_rrvae", True))
     run_zernike = bool(p.get("run_zernike", False))
     # maps: the one pass over the raw data (navigator, virtual images, COM sums, binning for the rrVAE)
