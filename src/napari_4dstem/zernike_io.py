@@ -119,15 +119,9 @@ def _read(f, path) -> dict[str, Any]:
 
 
 def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
+    from .results import _jsonable as to_json  # one JSON conversion for every results group
+
+    return to_json(x)
 
 
 __all__ = ["zernike_maps", "zernike_parameters", "write_zernike_group", "read_zernike_group"]
