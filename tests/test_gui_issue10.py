@@ -119,31 +119,61 @@ def test_toast_first_line_ends_with_the_hint():
     assert rest == str(e)  # the whole message when expanded
 
 
-def _train_small(viewer, qtbot, docks, epochs=2):
-    from napari_4dstem.sample import make_sample
+_PREPARED = {}
 
+
+def _small_prepared(docks, s, qtbot):
+    """The small sample preprocessed by the dock: run once per module, then reused (the preprocessing itself
+    is tested elsewhere; these tests need its output)."""
+    if not _PREPARED:
+        from napari_4dstem.sample import make_sample
+
+        s.set_dataset(make_sample(scan_shape=(12, 12), detector_shape=(32, 32)))
+        docks["Preprocess"].target_size.setValue(32)
+        docks["Preprocess"].run()
+        qtbot.waitUntil(lambda: s.preprocessed is not None, timeout=60_000)
+        _PREPARED.update(dataset=s.dataset, pp=s.preprocessing, out=s.preprocessed)
+    else:
+        s.set_dataset(_PREPARED["dataset"])
+        s.set_preprocessed(_PREPARED["pp"], _PREPARED["out"])
+
+
+def _train_small(viewer, qtbot, docks, epochs=2):
     s = session(viewer)
-    s.set_dataset(make_sample(scan_shape=(12, 12), detector_shape=(32, 32)))
-    docks["Preprocess"].target_size.setValue(32)
-    docks["Preprocess"].run()
-    qtbot.waitUntil(lambda: s.preprocessed is not None, timeout=60_000)
+    _small_prepared(docks, s, qtbot)
     rr = docks["rrVAE"]
     rr.form.set(hidden=16)
     return s, rr
 
 
-def test_gui_maps_are_the_command_line_maps_and_stale_state_goes(make_napari_viewer, qtbot):
+@pytest.fixture(scope="module")
+def small_model_file(tmp_path_factory):
+    """A tiny rrVAE trained once (3 epochs, every checkpoint kept) on the small sample's preprocessed patterns,
+    saved with ``RRVAE.save``; each test loads its own copy."""
+    from napari_4dstem.preprocess import Preprocessing
+    from napari_4dstem.rrvae import RRVAE, RRVAEConfig
+    from napari_4dstem.sample import make_sample
+
+    ds = make_sample(scan_shape=(12, 12), detector_shape=(32, 32))
+    pp = Preprocessing(target_size=32)
+    model = RRVAE(RRVAEConfig(mode="fast", epochs=3, hidden=16, threads=1))
+    model.fit(pp.fit_transform(ds))
+    path = tmp_path_factory.mktemp("model") / "small.pt"
+    model.save(path)
+    return path
+
+
+def test_gui_maps_are_the_command_line_maps_and_stale_state_goes(make_napari_viewer, qtbot, small_model_file):
     """Items 8, 9 and 11: the GUI encodes (with progress) through the command line's function, at the best epoch;
     re-preprocessing removes the model's layers and says so; Use without a model says why."""
     from napari_4dstem.gui import _common
     from napari_4dstem.pipeline import rrvae_maps
-    from napari_4dstem.rrvae import RRVAE, RRVAEConfig
+    from napari_4dstem.rrvae import RRVAE
 
     viewer = make_napari_viewer()
     docks = _docks(viewer, qtbot, ("Preprocess", "rrVAE", "Inspector"))
     s, rr = _train_small(viewer, qtbot, docks)
-    model = RRVAE(RRVAEConfig(mode="fast", epochs=3, hidden=16, threads=1))
-    model.fit(s.preprocessed)
+    model = RRVAE.load(small_model_file)  # 3 epochs on these patterns
     model.best_epoch = 1  # make best and last differ, as long trainings do
     assert model.epoch == 3 and 1 in model.checkpoints
     steps = []
@@ -212,9 +242,10 @@ def test_preprocess_com_and_virtual_images_can_be_cancelled(make_napari_viewer, 
 
 
 @pytest.mark.parametrize("moment", ["training", "encoding", "virtual image"])
-def test_closing_the_viewer_waits_for_every_worker(make_napari_viewer, qtbot, monkeypatch, moment):
+def test_closing_the_viewer_waits_for_every_worker(make_napari_viewer, qtbot, monkeypatch, moment, small_model_file):
     """Item 9 / Deliver 4: closing at any moment leaves no worker running (the abort came from a worker
-    that outlived the window's Qt objects)."""
+    that outlived the window's Qt objects); closed during training, the model stops on a completed epoch."""
+    from napari_4dstem.rrvae import RRVAE
     from napari_4dstem.rrvae.maps import iter_rrvae_maps
 
     viewer = make_napari_viewer()
@@ -222,6 +253,7 @@ def test_closing_the_viewer_waits_for_every_worker(make_napari_viewer, qtbot, mo
     s, rr = _train_small(viewer, qtbot, docks)
     if moment == "training":
         rr.train(epochs=500, mode="fast")
+        model = rr.training_model
         qtbot.waitUntil(lambda: len(rr.reports) >= 1, timeout=60_000)
     elif moment == "encoding":
         import napari_4dstem.rrvae.maps as maps
@@ -230,8 +262,8 @@ def test_closing_the_viewer_waits_for_every_worker(make_napari_viewer, qtbot, mo
             yield from _slow_steps(2000, 0.01)()
             return (yield from iter_rrvae_maps(model, patterns, epoch, rows_per_step))
         monkeypatch.setattr(maps, "iter_rrvae_maps", slow)
-        rr.train(epochs=1, mode="fast")
-        qtbot.waitUntil(lambda: s.model is not None and rr.worker is not None, timeout=60_000)
+        rr.adopt_model(RRVAE.load(small_model_file))  # what the end of training does: encode in a worker
+        assert s.model is not None and rr.worker is not None
     else:
         monkeypatch.setattr(type(s), "_exact_steps", lambda self, name: _slow_steps(2000))
         docks["Detector"].add_detector("annulus", "ring")
@@ -240,6 +272,8 @@ def test_closing_the_viewer_waits_for_every_worker(make_napari_viewer, qtbot, mo
     viewer.close()
     assert not s.workers.running() and not _workers._ALL, f"workers left after closing during {moment}"
     assert time.perf_counter() - t0 < 30
+    if moment == "training":
+        assert 1 <= len(model.history) < 500 and model.trained  # stopped early, on a completed epoch
 
 
 def test_com_warns_when_the_frames_cannot_determine_the_rotation(make_napari_viewer, qtbot, tmp_path):

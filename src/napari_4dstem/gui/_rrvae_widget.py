@@ -327,7 +327,12 @@ class RRVAEWidget(DockBase):
         lat, sd = np.asarray(enc.latents), np.asarray(enc.latent_sd)
         for k in range(lat.shape[0]):
             todo.append((f"rrVAE z{k + 1}", lat[k], {"colormap": "viridis"}))
-            todo.append((f"rrVAE sd{k + 1}", sd[k], {"colormap": "gray", "visible": False}))
+            todo.append((f"rrVAE sd{k + 1}", sd[k], {"colormap": "gray"}))
+        # new layers come hidden except the last latent map, the top one, which is all an opaque stack shows
+        # anyway: a hidden layer draws nothing, so adding it costs no redraw of the canvas (issue 10, Deliver 8)
+        on_top = f"rrVAE z{lat.shape[0]}"
+        for name, _data, kw in todo:
+            kw["visible"] = name == on_top
 
         def step():
             from ._common import alive

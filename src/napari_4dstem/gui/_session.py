@@ -297,7 +297,14 @@ class Session(SessionState):
         kw.setdefault("metadata", {META_KEY: {"role": role, "dataset": self.dataset}})
         self._adopting = True
         try:
-            layer = self.viewer.add_image(data, name=name, colormap=colormap, **kw)
+            marker = self._find(MARKER_NAME)
+            if marker is None:
+                layer = self.viewer.add_image(data, name=name, colormap=colormap, **kw)
+            else:  # straight under the marker: one insert, not an add and a move (each redraws the canvas)
+                from napari.layers import Image
+
+                layer = Image(data, name=name, colormap=colormap, **kw)
+                self.viewer.layers.insert(self.viewer.layers.index(marker), layer)
         finally:
             self._adopting = False
         self.maps[name] = data
