@@ -162,3 +162,22 @@ def test_analyze_reads_the_raw_data_once(rrvae):
     precheck = 3 * 30 if rrvae else 0  # params.check_fits: first, middle and last scan row (constant data?)
     assert src.frames == d.shape[0] * d.shape[1] + sample + precheck
     assert ("preprocess" in stages) == rrvae
+
+
+def test_analyze_with_zernike_reads_one_more_pass_for_the_class_averages_only():
+    # the moments ride along in the one pass; the class averages need the labels, so they read the data again
+    from napari_4dstem import Dataset4D
+    from napari_4dstem.motifs import zernike_motifs
+    from napari_4dstem.pipeline import analyze
+
+    rng = np.random.default_rng(7)
+    ii, jj = np.indices((24, 24))
+    lam = np.where(np.hypot(ii - 11.5, jj - 11.5) < 5, 30.0, 1.0)
+    d = rng.poisson(lam, (100, 12, 24, 24)).astype(np.uint16)
+    src = _CountingArray(d)
+    res = analyze(Dataset4D(src), {"run_rrvae": False, "run_zernike": True})
+    sample = 1024 // 12 * 12  # evenly spaced whole scan rows, at most 1024 frames
+    assert src.frames == 2 * d.shape[0] * d.shape[1] + sample
+    ref = zernike_motifs(d)  # the standalone run: moments in a pass of their own
+    np.testing.assert_array_equal(res.maps["zernike/labels"], ref.labels)
+    np.testing.assert_allclose(res.maps["zernike/outlier"], ref.outlier, rtol=1e-5, atol=1e-6)

@@ -15,11 +15,11 @@ import pytest
 pytest.importorskip("napari")
 
 from napari_4dstem.gui import _layers, _reader  # noqa: E402
+from _gui_helpers import PLUGIN, DOCKS, npy_scan, open_docks, preprocess_once, small_sample  # noqa: E402
 from napari_4dstem.gui._layers import MARKER_NAME, PATTERN_NAME  # noqa: E402
 from napari_4dstem.gui._session import get_session  # noqa: E402
 
 pytestmark = pytest.mark.gui
-PLUGIN = "napari-4dstem"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,10 +47,7 @@ def click(viewer, world_pos, drag_to=()):
 
 
 def _npy(tmp_path, shape=(6, 7, 16, 12), name="scan.npy"):
-    data = np.random.default_rng(1).integers(0, 1000, size=shape, dtype=np.uint16)
-    p = tmp_path / name
-    np.save(p, data)
-    return p, data
+    return npy_scan(tmp_path, shape, name)
 
 
 def test_reader_npy_gives_navigator_and_linked_pattern(make_napari_viewer, tmp_path):
@@ -168,16 +165,10 @@ def test_docks_come_from_the_manifest(make_napari_viewer):
 
 
 def _docks(viewer, qtbot):
-    names = ("Data", "Preprocess", "COM / DPC", "rrVAE", "Inspector", "Detector")
-    docks = {n: viewer.window.add_plugin_dock_widget(PLUGIN, n)[1] for n in names}
-    qtbot.wait(10)  # the Inspector hooks the main window once the event loop has run
-    return docks
+    return open_docks(viewer, qtbot, DOCKS + ("Detector",))
 
 
-def _small_sample():
-    from napari_4dstem.sample import make_sample
-
-    return make_sample(scan_shape=(12, 12), detector_shape=(32, 32))
+_small_sample = small_sample
 
 
 def test_whole_workflow_on_the_sample(make_napari_viewer, qtbot, tmp_path, monkeypatch):
@@ -286,15 +277,7 @@ def _ready_to_train(make_napari_viewer, qtbot):
     preprocesses once per module; later calls reuse its output (preprocessing is tested elsewhere)."""
     viewer = make_napari_viewer()
     docks = _docks(viewer, qtbot)
-    s = docks["Data"].session
-    if not _PREPARED:
-        s.set_dataset(_small_sample())
-        docks["Preprocess"].run()
-        qtbot.waitUntil(lambda: s.preprocessed is not None, timeout=60_000)
-        _PREPARED.update(dataset=s.dataset, pp=s.preprocessing, out=s.preprocessed)
-    else:
-        s.set_dataset(_PREPARED["dataset"])
-        s.set_preprocessed(_PREPARED["pp"], _PREPARED["out"])
+    s = preprocess_once(_PREPARED, docks, qtbot)
     rr = docks["rrVAE"]
     rr.form.set(hidden=16)
     return viewer, s, rr
@@ -391,8 +374,6 @@ def test_sample_data_calibration_and_crop(make_napari_viewer, qtbot):
 
 
 def test_data_dock_opens_in_a_worker_and_exports_virtual_maps(make_napari_viewer, qtbot, tmp_path, monkeypatch):
-    from napari_4dstem.gui import _common
-
     p, data = _npy(tmp_path, shape=(5, 6, 16, 16))
     viewer = make_napari_viewer()
     docks = _docks(viewer, qtbot)

@@ -10,22 +10,13 @@ import pytest
 pytest.importorskip("napari")
 
 from napari_4dstem.gui import _workers, session  # noqa: E402
+from _gui_helpers import PLUGIN, npy_scan, open_docks, preprocess_once  # noqa: E402
 
 pytestmark = pytest.mark.gui
-PLUGIN = "napari-4dstem"
+_npy, _docks = npy_scan, open_docks
 
 
-def _npy(tmp_path, shape, name="scan.npy", seed=1):
-    data = np.random.default_rng(seed).integers(0, 1000, size=shape, dtype=np.uint16)
-    p = tmp_path / name
-    np.save(p, data)
-    return p, data
 
-
-def _docks(viewer, qtbot, names=("Data", "Preprocess", "COM / DPC", "rrVAE", "Inspector")):
-    docks = {n: viewer.window.add_plugin_dock_widget(PLUGIN, n)[1] for n in names}
-    qtbot.wait(10)
-    return docks
 
 
 def test_opening_a_smaller_scan_after_a_selection(make_napari_viewer, qtbot, tmp_path):
@@ -123,19 +114,7 @@ _PREPARED = {}
 
 
 def _small_prepared(docks, s, qtbot):
-    """The small sample preprocessed by the dock: run once per module, then reused (the preprocessing itself
-    is tested elsewhere; these tests need its output)."""
-    if not _PREPARED:
-        from napari_4dstem.sample import make_sample
-
-        s.set_dataset(make_sample(scan_shape=(12, 12), detector_shape=(32, 32)))
-        docks["Preprocess"].target_size.setValue(32)
-        docks["Preprocess"].run()
-        qtbot.waitUntil(lambda: s.preprocessed is not None, timeout=60_000)
-        _PREPARED.update(dataset=s.dataset, pp=s.preprocessing, out=s.preprocessed)
-    else:
-        s.set_dataset(_PREPARED["dataset"])
-        s.set_preprocessed(_PREPARED["pp"], _PREPARED["out"])
+    preprocess_once(_PREPARED, docks, qtbot, target_size=32)
 
 
 def _train_small(viewer, qtbot, docks, epochs=2):

@@ -13,16 +13,10 @@ pytest.importorskip("napari")
 
 from napari_4dstem import Calibration, virtual_image  # noqa: E402
 from napari_4dstem.gui import session  # noqa: E402
+from _gui_helpers import PLUGIN, npy_scan  # noqa: E402
 
 pytestmark = pytest.mark.gui
-PLUGIN = "napari-4dstem"
-
-
-def _npy(tmp_path, shape, name="scan.npy", seed=1):
-    data = np.random.default_rng(seed).integers(0, 1000, size=shape, dtype=np.uint16)
-    p = tmp_path / name
-    np.save(p, data)
-    return p, data
+_npy = npy_scan
 
 
 def one_unit(model) -> set:

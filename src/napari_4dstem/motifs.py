@@ -211,8 +211,11 @@ def cluster(x: np.ndarray, n_classes="auto", method: str = "gmm", seed: int = 0,
 def iter_motifs(data, order: int = DEFAULT_ORDER, radius: float | None = None, center=None, n_classes="auto",
                 method: str = "gmm", features: str = "moments", n_components: int = DEFAULT_COMPONENTS,
                 smooth="auto", window: int = 3, spread: float = 3.0, class_means: bool = True, seed: int = 0,
-                block_bytes: int | None = None) -> Steps[MotifResult]:
-    """Generator form of :func:`zernike_motifs` (yields Progress, returns :class:`MotifResult`)."""
+                block_bytes: int | None = None, moments: ZernikeResult | None = None) -> Steps[MotifResult]:
+    """Generator form of :func:`zernike_motifs` (yields Progress, returns :class:`MotifResult`).
+
+    ``moments``: the moments of ``data`` already computed (e.g. in the one pass of ``analyze``); then only
+    the class averages read the data."""
     check_arguments("iter_motifs", locals())  # types and ranges, before any read
     from scipy import ndimage
     from sklearn.decomposition import PCA
@@ -229,7 +232,8 @@ def iter_motifs(data, order: int = DEFAULT_ORDER, radius: float | None = None, c
         zres, ds = data, None
     else:
         ds = as_dataset(data)
-        zres = yield from iter_zernike_moments(ds, order, radius, center, block_bytes)
+        zres = moments if moments is not None else (yield from iter_zernike_moments(ds, order, radius, center,
+                                                                                    block_bytes))
     sy, sx, _ = zres.moments.shape
     f = feature_matrix(zres.moments, zres.indices, features).reshape(sy * sx, -1)
     x = _standardise(f)
@@ -275,76 +279,15 @@ def iter_motifs(data, order: int = DEFAULT_ORDER, radius: float | None = None, c
     return res
 
 
-def _robust_z(m: np.ndarray) -> np.ndarray:
-    # (m - median) / (1.4826 MAD), as rrvae.robust_zscore (not imported: napari_4dstem.rrvae loads torch)
-    med = np.median(m)
-    mad = 1.4826 * np.median(np.abs(m - med))
-    if not mad > 0:
-        mad = np.std(m)
-    return (m - med) / mad if mad > 0 else np.zeros_like(m)
-
-
 def window_outlier(channels: np.ndarray, radius: int = 3, smooth: float = 0.0, subpixel: bool = True,
                    max_references: int = 4096, seed: int = 0) -> np.ndarray:
-    """Distance of every position's window of map values to the most similar window elsewhere in the scan.
-
-    As :func:`napari_4dstem.rrvae.neighbourhood_outlier` (channels robustly standardised, smoothed by
-    ``smooth`` pixels, ``(2 radius + 1)^2`` windows, references centred at least ``2 radius + 1`` pixels away,
-    positions near the edge take the nearest computed score), plus, with ``subpixel``, the half-pixel
-    references: the means of horizontally, vertically and diagonally neighbouring windows. A lattice whose
-    period is not a whole number of scan pixels repeats a window only half a pixel off; without these
-    references noiseless data show bands of false outliers where no whole-pixel repeat lies inside the scan.
+    """Distance of every position's window of map values to the most similar window elsewhere in the scan:
+    :func:`napari_4dstem.rrvae.neighbourhood_outlier` with its half-pixel references on (``subpixel``), float64.
     """
-    from scipy import ndimage
+    from .rrvae.maps import neighbourhood_outlier
 
-    c = np.asarray(channels, np.float64)
-    if c.ndim == 2:
-        c = c[None]
-    _, h, w = c.shape
-    r = max(0, min(int(radius), (min(h, w) - 1) // 4))
-    c = np.stack([_robust_z(ch) for ch in c])
-    if smooth and smooth > 0:
-        c = np.stack([ndimage.gaussian_filter(ch, smooth, mode="nearest") for ch in c])
-    b = r + (int(math.ceil(2 * smooth)) if smooth and smooth > 0 else 0)
-    b = max(r, min(b, (min(h, w) - 1) // 2 - r))
-    ih, iw = h - 2 * b, w - 2 * b
-    offs = range(-r, r + 1)
-    f = np.stack([c[:, b + dy:b + dy + ih, b + dx:b + dx + iw] for dy in offs for dx in offs], 1)
-    f = f.reshape(-1, ih, iw)  # (D, ih, iw)
-    yy, xx = np.indices((ih, iw), dtype=np.float64)
-    refs = [(f, yy, xx)]
-    if subpixel:
-        refs += [((f[:, :, 1:] + f[:, :, :-1]) / 2, yy[:, :-1], xx[:, :-1] + 0.5),
-                 ((f[:, 1:] + f[:, :-1]) / 2, yy[:-1] + 0.5, xx[:-1]),
-                 ((f[:, 1:, 1:] + f[:, :-1, :-1] + f[:, 1:, :-1] + f[:, :-1, 1:]) / 4, yy[:-1, :-1] + 0.5,
-                  xx[:-1, :-1] + 0.5)]
-    q = np.ascontiguousarray(f.reshape(f.shape[0], -1).T, dtype=np.float32)  # (N, D)
-    fr = np.concatenate([np.ascontiguousarray(a.reshape(a.shape[0], -1).T) for a, _, _ in refs]).astype(np.float32)
-    ry = np.concatenate([a.ravel() for _, a, _ in refs])
-    rx = np.concatenate([a.ravel() for _, _, a in refs])
-    if len(fr) > max_references * len(refs):
-        pick = np.sort(np.random.default_rng(seed).choice(len(fr), max_references * len(refs), replace=False))
-        fr, ry, rx = fr[pick], ry[pick], rx[pick]
-    # positions in half pixels as small integers: the exclusion test is cheap integer arithmetic
-    qy, qx = (2 * yy.ravel()).astype(np.int16), (2 * xx.ravel()).astype(np.int16)
-    ry, rx = np.round(2 * ry).astype(np.int16), np.round(2 * rx).astype(np.int16)
-    sq, sqr = (q * q).sum(1), (fr * fr).sum(1)
-    ex = 2 * (2 * r + 1)
-    score = np.full(len(q), np.inf)
-    for i0 in range(0, len(q), 512):
-        sl = slice(i0, i0 + 512)
-        d2 = q[sl] @ fr.T
-        d2 *= -2.0
-        d2 += sqr[None]
-        d2 += sq[sl, None]
-        near = np.abs(qy[sl, None] - ry[None]) < ex
-        near &= np.abs(qx[sl, None] - rx[None]) < ex
-        d2[near] = np.inf
-        score[sl] = d2.min(1)
-    score = np.sqrt(np.maximum(score, 0.0))
-    ok = np.isfinite(score)
-    score[~ok] = float(np.median(score[ok])) if ok.any() else 0.0
-    return np.pad(score.reshape(ih, iw), ((b, h - b - ih), (b, w - b - iw)), mode="edge").astype(np.float64)
+    return neighbourhood_outlier(channels, radius=radius, smooth=smooth, max_references=max_references, seed=seed,
+                                 subpixel=subpixel).astype(np.float64)
 
 
 def zernike_motifs(data, order: int = DEFAULT_ORDER, radius: float | None = None, center=None, n_classes="auto",

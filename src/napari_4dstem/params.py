@@ -687,6 +687,8 @@ DEFAULTS.setdefault("zernike", {})  # zernike_motifs() defaults
 DEFAULTS.setdefault("run_zernike", False)  # --zernike
 _MOMENTS = {k: TABLE["zernike"][k] for k in ("order", "radius", "center", "block_bytes")}
 CALLS.update({
-    "zernike_motifs": ("zernike", {}, DataError), "iter_motifs": ("zernike", {}, DataError),
+    "zernike_motifs": ("zernike", {}, DataError),
+    "iter_motifs": ("zernike", {"moments": Param("a ZernikeResult of the same data, or None",
+                                                 lambda v: v is None or hasattr(v, "moments"))}, DataError),
     "zernike_moments": (None, {**_MOMENTS, "oversample": integer(1, 64)}, DataError),
     "iter_zernike_moments": (None, {**_MOMENTS, "oversample": integer(1, 64)}, DataError)})

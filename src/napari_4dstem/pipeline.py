@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from .dataset import Dataset4D
 from .errors import DataError
 from .progress import Progress, Steps, run_steps
+from .rrvae.maps import ENCODE_CHUNK_PATTERNS, iter_encode  # noqa: F401 - re-exported (chunked encoding)
 
 _NAV = "__navigator__"
 
@@ -108,6 +108,12 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
 
         pp.prepare(ds, True, sample_mean_pattern(work) if pp.needs_raw_mean() else None)
         reducers.append(pp.binning_reducer(ds))
+    zp = _tuples(p["zernike"]) if run_zernike else {}
+    if run_zernike:  # the moments are linear in the frame: they ride along in the same pass
+        from .zernike import DEFAULT_ORDER, OVERSAMPLE, zernike_reducer
+
+        reducers.append(zernike_reducer(work, zp.get("order", DEFAULT_ORDER), zp.get("radius"), zp.get("center"),
+                                        OVERSAMPLE))
     src = None
     if client is not None:
         src = (Source(str(source), dict(p["load"]), tuple(ds.shape), str(ds.dtype))
@@ -120,11 +126,11 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
     nav = virtual.pop(_NAV).image
     com = yield from stage("com", _just(lambda: com_red.complete(com_sums)))
     zernike_maps_, zernike_params = {}, None
-    if run_zernike:  # a pass of its own over the raw patterns: the class averages need the labels
+    if run_zernike:  # a second pass over the raw patterns only for the class averages (they need the labels)
         from .motifs import iter_motifs
         from .zernike_io import zernike_maps, zernike_parameters
 
-        motif = yield from stage("zernike", iter_motifs(work, **_tuples(p["zernike"])))
+        motif = yield from stage("zernike", iter_motifs(work, **zp, moments=res[-1]))
         zernike_maps_, zernike_params = zernike_maps(motif), zernike_parameters(motif)
     model = latent = pre = None
     if run_rrvae:
@@ -296,11 +302,3 @@ def _scan_window(ds: Dataset4D, pp) -> Dataset4D:
     # dask slicing keeps the crop lazy for h5py / memmap sources
     return ds.with_data(ds.to_dask()[y0:y1, x0:x1], note=f"scan window {[y0, y1, x0, x1]}")
 
-
-def __getattr__(name: str):
-    # chunked encoding lives with the rrVAE maps; re-exported lazily (importing rrvae imports torch)
-    if name in ("iter_encode", "ENCODE_CHUNK_PATTERNS"):
-        from .rrvae import maps
-
-        return getattr(maps, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,6 +26,7 @@ import numpy as np
 from .dataset import Dataset4D, as_dataset
 from .errors import DataError
 from .params import check_arguments
+from .executor import Linear
 from .progress import Steps, run_steps
 
 #: Default radial order (measured on abTEM graphene, docs/zernike.md).
@@ -205,7 +206,7 @@ def default_geometry(ds: Dataset4D, radius=None, center=None) -> tuple[float, tu
         if alpha and mr:
             r_bf, info["radius_from"] = float(alpha) / float(np.mean(mr)), "convergence angle"
         else:
-            r_bf = intensity_radius(sample_mean_pattern(ds, max_frames=256), center, 0.99)
+            r_bf = intensity_radius(sample_mean_pattern(ds), center, 0.99)
             info["radius_from"] = "99% of the mean pattern"
         if r_bf:
             radius = min(DEFAULT_RADIUS_BF * r_bf, edge)
@@ -235,8 +236,46 @@ def iter_zernike_moments(data, order: int = DEFAULT_ORDER, radius: float | None 
                          block_bytes: int | None = None, oversample: int = OVERSAMPLE) -> Steps[ZernikeResult]:
     """Generator form of :func:`zernike_moments` (yields Progress, returns :class:`ZernikeResult`)."""
     check_arguments("iter_zernike_moments", locals())  # types and ranges, before any read
-    from .blocks import iter_weighted_sums
+    from .executor import iter_run
 
+    ds = as_dataset(data)
+    red = zernike_reducer(ds, order, radius, center, oversample)
+    # only the disc's bounding box holds non-zero weights: reduce that crop of the detector (fewer products)
+    y0, y1, x0, x1 = red.box
+    src = ds
+    if (y1 - y0, x1 - x0) != tuple(ds.detector_shape):
+        arr = ds.data if isinstance(ds.data, np.ndarray) else ds.to_dask()
+        src = ds.with_data(arr[:, :, y0:y1, x0:x1])
+        red.w = red.w[:, y0:y1, x0:x1]
+    (res,) = yield from iter_run(src, [red], block_bytes=block_bytes, message="Zernike moments")
+    return res
+
+
+class ZernikeMoments(Linear):
+    """Reducer: the Zernike moments of every frame -> :class:`ZernikeResult` (joins any one-pass run)."""
+
+    def __init__(self, weights, indices, geometry: dict):
+        super().__init__(weights)
+        self.indices, self.geometry = indices, geometry
+        nz = np.abs(weights).sum(0) > 0
+        ys, xs = np.flatnonzero(nz.any(1)), np.flatnonzero(nz.any(0))
+        self.box = (int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1)
+
+    def finalize(self, bufs, info):
+        g, idx = self.geometry, self.indices
+        k = len(idx)
+        sums = bufs["sums"]
+        z = sums[..., :k].astype(np.complex128)
+        z[..., idx[:, 1] > 0] += 1j * sums[..., k:]
+        return ZernikeResult(moments=z, indices=idx, radius=g["radius"], center=g["center"],
+                             detector_shape=g["detector_shape"], orthogonality=g["orthogonality"],
+                             parameters=g["parameters"])
+
+
+def zernike_reducer(data, order: int = DEFAULT_ORDER, radius: float | None = None, center=None,
+                    oversample: int = OVERSAMPLE) -> ZernikeMoments:
+    """The :class:`ZernikeMoments` reducer (geometry and weight maps built now; nothing of the scan read but
+    the small sample for the default disc)."""
     ds = as_dataset(data)
     order = _check_order(order)
     if center is not None:
@@ -254,24 +293,13 @@ def iter_zernike_moments(data, order: int = DEFAULT_ORDER, radius: float | None 
     radius, center, info = default_geometry(ds, radius, center)
     w, idx = zernike_weights(ds.detector_shape, order, radius, center, oversample)
     k = len(idx)
-    imag = np.flatnonzero(idx[:, 1] > 0)  # m = 0 has no imaginary part: not worth a pass
-    rows = np.concatenate([np.arange(k), k + imag])
-    # only the disc's bounding box holds non-zero weights: reduce that crop of the detector (fewer products)
-    nz = np.abs(w).sum(0) > 0
-    ys, xs = np.flatnonzero(nz.any(1)), np.flatnonzero(nz.any(0))
-    y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
-    src = ds
-    if (y1 - y0, x1 - x0) != tuple(ds.detector_shape):
-        data = ds.data if isinstance(ds.data, np.ndarray) else ds.to_dask()
-        src = ds.with_data(data[:, :, y0:y1, x0:x1])
-    sums = yield from iter_weighted_sums(src, w[rows][:, y0:y1, x0:x1], block_bytes, message="Zernike moments")
-    z = sums[..., :k].astype(np.complex128)
-    z[..., imag] += 1j * sums[..., k:]
-    ortho = orthogonality_report(ds.detector_shape, order, radius, center, oversample)
+    rows = np.concatenate([np.arange(k), k + np.flatnonzero(idx[:, 1] > 0)])  # m = 0: no imaginary part
     params = {"order": order, "radius": radius, "center": list(center), "oversample": int(oversample),
               "n_moments": int(k), **info}
-    return ZernikeResult(moments=z, indices=idx, radius=radius, center=center,
-                         detector_shape=tuple(ds.detector_shape), orthogonality=ortho, parameters=params)
+    geometry = {"radius": radius, "center": center, "detector_shape": tuple(ds.detector_shape),
+                "orthogonality": orthogonality_report(ds.detector_shape, order, radius, center, oversample),
+                "parameters": params}
+    return ZernikeMoments(w[rows], idx, geometry)
 
 
 def zernike_moments(data, order: int = DEFAULT_ORDER, radius: float | None = None, center=None,

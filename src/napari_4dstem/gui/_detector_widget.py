@@ -17,11 +17,11 @@ from napari_4dstem.detector_rois import ROI_KINDS
 from napari_4dstem.errors import FourDSTEMError
 
 from ._common import notify_error, progress_bar
-from ._dock import DockBase
+from ._dock import CanvasDock
 from ._session import CONTRASTS, SCALINGS, SOURCES
 
 
-class DetectorWidget(DockBase):
+class DetectorWidget(CanvasDock):
     """Detector space: the pattern display and the virtual detectors."""
 
     def __init__(self, napari_viewer):
@@ -213,21 +213,3 @@ class DetectorWidget(DockBase):
         self.viewer.layers.selection.active = layer
         layer.mode = "add_rectangle"
         return layer
-
-    # -- closing --------------------------------------------------------------------------------
-    def on_window_close(self):
-        super().on_window_close()
-        self.close_canvas()
-
-    def close_canvas(self):
-        if self.canvas is not None:
-            canvas, self.canvas = self.canvas, None
-            try:
-                canvas.close()
-            except RuntimeError:
-                pass
-
-    def closeEvent(self, event):  # noqa: N802 - Qt name
-        self.close_canvas()
-        super().closeEvent(event)
-

@@ -84,6 +84,30 @@ class DockBase(QWidget):
         super().closeEvent(event)
 
 
+class CanvasDock(DockBase):
+    """A dock that owns a second napari canvas (``self.canvas``): closed with the dock or the main window."""
+
+    canvas = None
+
+    def on_window_close(self):
+        super().on_window_close()
+        self.close_canvas()
+
+    def close_canvas(self):
+        """Close the dock's canvas (also called when the main window closes)."""
+        if self.canvas is not None:
+            canvas, self.canvas = self.canvas, None
+            try:
+                canvas.close()
+            except RuntimeError:  # deleted with the window already
+                pass
+
+    def closeEvent(self, event):  # noqa: N802 - Qt name
+        self.close_canvas()
+        super().closeEvent(event)
+
+
+
 def short_tab_title(widget) -> None:
     """Tabs of tabified docks show the dock's title: "Data", not "Data (napari-4dstem)" cut to "Data (napari-…"."""
     from qtpy.QtWidgets import QDockWidget
@@ -152,21 +176,5 @@ def _pair():
     row.addWidget(a)
     row.addWidget(b)
     return a, b, row
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.3g} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-    return str(n)
-
-
-def _disk_size(path) -> int | None:
-    if not path or not os.path.exists(path):
-        return None
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
 
 

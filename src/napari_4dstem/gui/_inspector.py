@@ -19,7 +19,7 @@ from napari.qt import QtViewer
 from qtpy.QtWidgets import QCheckBox, QLabel, QVBoxLayout
 
 from ._common import guarded, update_image
-from ._dock import DockBase
+from ._dock import CanvasDock
 from ._layers import detector_layer_kwargs
 
 PANELS = ("model input", "reconstruction", "canonical", "residual")
@@ -67,7 +67,7 @@ def panel_geometry(session, shape) -> dict:
             "units": detector_layer_kwargs(ds.calibration)["units"]}
 
 
-class InspectorWidget(DockBase):
+class InspectorWidget(CanvasDock):
     """The model's view of the selected scan pixel; follows clicks, arrow keys and drags."""
 
     def __init__(self, napari_viewer):
@@ -116,23 +116,6 @@ class InspectorWidget(DockBase):
                     s.calibration_changed):
             sig.connect(self._refresh)
         self._refresh()
-
-    def on_window_close(self):
-        super().on_window_close()
-        self.close_canvas()
-
-    def close_canvas(self):
-        """Close the inspector's canvas (called when the main window closes)."""
-        if self.canvas is not None:
-            canvas, self.canvas = self.canvas, None
-            try:
-                canvas.close()
-            except RuntimeError:  # deleted with the window already
-                pass
-
-    def closeEvent(self, event):  # noqa: N802 - Qt name
-        self.close_canvas()
-        super().closeEvent(event)
 
     def _refresh(self, *_):
         if self.session.dataset is not None:

@@ -16,7 +16,7 @@ from napari_4dstem.errors import FourDSTEMError
 from napari_4dstem.io import SUPPORTED, load
 
 from ._common import toast_text
-from ._layers import cached_navigator, dataset_layers, iter_cached_navigator  # noqa: F401 (re-exported)
+from ._layers import dataset_layers
 
 EXTENSIONS = tuple(SUPPORTED)  # the core's list; napari.yaml's filename_patterns match it (a test checks)
 

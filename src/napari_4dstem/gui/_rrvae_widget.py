@@ -21,7 +21,6 @@ from napari_4dstem.rrvae.train import physical_cores
 
 from ._common import AsyncPlot, legend, notify_error, progress_bar, set_progress
 from ._dock import DockBase
-from ._inspector import pixel_reconstructions  # noqa: F401 (re-exported: the Inspector's panels)
 
 CHOICES = {"mode": MODES, "activation": ("tanh", "relu", "lrelu", "softplus"), "loss": ("mse",),
            "scaling": ("none", "std"), "device": ("auto", "cpu", "cuda")}

@@ -92,7 +92,8 @@ def zscore_at(m: np.ndarray, site, radius: float = 4.0, robust: bool = True) -> 
 
 
 def neighbourhood_outlier(channels: np.ndarray, radius: int = 3, step: int = 1, smooth: float = 0.0,
-                          exclude: int | None = None, max_references: int = 4096, seed: int = 0) -> np.ndarray:
+                          exclude: int | None = None, max_references: int = 4096, seed: int = 0,
+                          subpixel: bool = False) -> np.ndarray:
     """How unlike the rest of the scan each position's neighbourhood of map values is.
 
     Every map in ``channels`` ``(C, scan_y, scan_x)`` is robustly standardised (median, MAD); the values
@@ -104,6 +105,9 @@ def neighbourhood_outlier(channels: np.ndarray, radius: int = 3, step: int = 1, 
     and clear of the smoothing's edge effects are compared: positions within ``radius + ceil(2 smooth)`` of
     the edge take the score of the nearest compared position. Scans of more than
     ``max_references`` positions are compared against that many random positions (seeded).
+    ``subpixel``: also compare with half-pixel references (the means of horizontally, vertically and
+    diagonally neighbouring windows): a lattice whose period is not a whole number of scan pixels repeats a
+    window only half a pixel off, and noiseless data would otherwise show bands of false outliers.
 
     Returns a ``(scan_y, scan_x)`` float32 map (0 = a perfect match exists elsewhere).
     """
@@ -124,31 +128,45 @@ def neighbourhood_outlier(channels: np.ndarray, radius: int = 3, step: int = 1, 
     b = max(r, min(b, (min(h, w) - 1) // 2 - r))
     ih, iw = h - 2 * b, w - 2 * b
     offs = range(-r, r + 1, step)
-    feats = np.stack([c[:, b + dy:b + dy + ih, b + dx:b + dx + iw] for dy in offs for dx in offs], 1)
-    f = np.ascontiguousarray(feats.reshape(-1, ih * iw).T, dtype=np.float32)  # (N, D)
-    n = f.shape[0]
-    yy, xx = np.divmod(np.arange(n), iw)
-    ref = np.arange(n)
-    if n > max_references:
-        ref = np.sort(np.random.default_rng(seed).choice(n, max_references, replace=False))
-    fr, ry, rx = f[ref], yy[ref], xx[ref]
-    sq, sqr = (f * f).sum(1), (fr * fr).sum(1)
-    ex = 2 * r + 1 if exclude is None else int(exclude)
-    score = np.full(n, np.inf, np.float64)
-    for i0 in range(0, n, 1024):
-        sl = slice(i0, i0 + 1024)
-        d2 = sq[sl, None] + sqr[None] - 2.0 * (f[sl] @ fr.T)
-        near = (np.abs(yy[sl, None] - ry[None]) < ex) & (np.abs(xx[sl, None] - rx[None]) < ex)
+    f = np.stack([c[:, b + dy:b + dy + ih, b + dx:b + dx + iw] for dy in offs for dx in offs], 1)
+    f = f.reshape(-1, ih, iw)  # (D, ih, iw)
+    yy, xx = np.indices((ih, iw), dtype=np.float64)
+    refs = [(f, yy, xx)]
+    if subpixel:
+        refs += [((f[:, :, 1:] + f[:, :, :-1]) / 2, yy[:, :-1], xx[:, :-1] + 0.5),
+                 ((f[:, 1:] + f[:, :-1]) / 2, yy[:-1] + 0.5, xx[:-1]),
+                 ((f[:, 1:, 1:] + f[:, :-1, :-1] + f[:, 1:, :-1] + f[:, :-1, 1:]) / 4, yy[:-1, :-1] + 0.5,
+                  xx[:-1, :-1] + 0.5)]
+    q = np.ascontiguousarray(f.reshape(f.shape[0], -1).T, dtype=np.float32)  # (N, D)
+    fr = np.concatenate([np.ascontiguousarray(a.reshape(a.shape[0], -1).T) for a, _, _ in refs]).astype(np.float32)
+    ry = np.concatenate([a.ravel() for _, a, _ in refs])
+    rx = np.concatenate([a.ravel() for _, _, a in refs])
+    if len(fr) > max_references * len(refs):
+        pick = np.sort(np.random.default_rng(seed).choice(len(fr), max_references * len(refs), replace=False))
+        fr, ry, rx = fr[pick], ry[pick], rx[pick]
+    # positions in half pixels as small integers: the exclusion test is cheap integer arithmetic
+    qy, qx = (2 * yy.ravel()).astype(np.int32), (2 * xx.ravel()).astype(np.int32)
+    ry, rx = np.round(2 * ry).astype(np.int32), np.round(2 * rx).astype(np.int32)
+    sq, sqr = (q * q).sum(1), (fr * fr).sum(1)
+    ex = 2 * (2 * r + 1 if exclude is None else int(exclude))
+    score = np.full(len(q), np.inf)
+    for i0 in range(0, len(q), 512):
+        sl = slice(i0, i0 + 512)
+        d2 = q[sl] @ fr.T
+        d2 *= -2.0
+        d2 += sqr[None]
+        d2 += sq[sl, None]
+        near = np.abs(qy[sl, None] - ry[None]) < ex
+        near &= np.abs(qx[sl, None] - rx[None]) < ex
         d2[near] = np.inf
         score[sl] = d2.min(1)
     score = np.sqrt(np.maximum(score, 0.0))
     ok = np.isfinite(score)
-    fill = float(np.median(score[ok])) if ok.any() else 0.0
-    score[~ok] = fill  # no window far enough away (tiny scans)
+    score[~ok] = float(np.median(score[ok])) if ok.any() else 0.0  # no window far enough away (tiny scans)
     # positions near the edge (no full window, or smoothing edge effects) take the nearest computed score
     # (a constant fill would shrink the map's MAD and inflate robust z-scores)
     out = np.pad(score.reshape(ih, iw), ((b, h - b - ih), (b, w - b - iw)), mode="edge")
-    return out.reshape(h, w).astype(np.float32)
+    return out.astype(np.float32)
 
 
 def defect_map(maps: LatentMaps, radius: int = 3, step: int = 1, smooth: float = 1.0, spread: float = 3.0,
