@@ -539,7 +539,8 @@ def main(argv=None) -> int:
             row = quality_ours(x, mag, ang, "faithful", budget, threads, log, "faithful")
         else:
             dt, prec = time_ours(x, "faithful", n, BATCH, threads)
-            row = {"seconds": dt, "patterns": n, "precision": prec, "settings": ours_settings(_cfg("faithful", 1))}
+            row = {"seconds": dt, "patterns": n, "precision": f"default: {prec}",
+                   "settings": ours_settings(_cfg("faithful", 1))}
         rows.append({"key": "faithful", "name": f"ours, faithful ({row['precision']})", "load": load, **row})
     if "fast" in ours:
         load = os.getloadavg()[0]
