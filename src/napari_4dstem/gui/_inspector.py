@@ -17,7 +17,7 @@ import numpy as np
 from napari.components import ViewerModel
 from napari.qt import QtViewer
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QCheckBox, QLabel, QVBoxLayout
+from qtpy.QtWidgets import QCheckBox, QLabel, QSizePolicy, QVBoxLayout
 
 from ._common import guarded, update_image
 from ._dock import CanvasDock
@@ -91,7 +91,10 @@ class InspectorWidget(CanvasDock):
         self.text.setWordWrap(True)
         # room for the usual lines from the start: a label that grows with its text re-lays the dock out and
         # resizes the canvas below it (a full GL redraw) on a click
-        self.text.setMinimumHeight(7 * self.text.fontMetrics().lineSpacing())
+        # (measured: each new text re-laid out and repainted the whole dock, three window composites under a
+        # software renderer); a fixed height and an ignored width hint keep the layout out of it
+        self.text.setFixedHeight(7 * self.text.fontMetrics().lineSpacing())
+        self.text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.text.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         lay.addWidget(self.text)
         self.scrub = QCheckBox("drag on a map scrubs the selection (untick to pan)")
