@@ -28,7 +28,7 @@ def main(argv=None) -> int:
 
     import napari
 
-    from napari_4dstem.gui.demo import balance_docks, open_workflow, show_dock, wait_for
+    from napari_4dstem.gui.demo import open_workflow, show_dock, wait_for
 
     viewer = napari.Viewer(title="napari-4dstem")
     viewer.window.resize(1500, 950)
@@ -41,7 +41,6 @@ def main(argv=None) -> int:
 
     def shot(name, dock):
         show_dock(w, dock)
-        balance_docks(w, 0.45)
         _settle()
         s.fit()
         _settle(5)
@@ -99,13 +98,13 @@ def main(argv=None) -> int:
     viewer.layers["rrVAE angle"].visible = True
     viewer.layers.selection.active = viewer.layers["rrVAE angle"]
     s.select(ny // 2 - 3, nx // 2 + 2)
-    shot("05_inspector_angle", "rrVAE")
+    shot("05_inspector_angle", "Inspector")
     # the outlier map (neighbourhoods of latents unlike the rest of the scan), the vacancy selected
     viewer.layers["rrVAE angle"].visible = False
     viewer.layers["rrVAE outlier"].visible = True
     viewer.layers.selection.active = viewer.layers["rrVAE outlier"]
     s.select(ny // 2, nx // 2)
-    shot("06_outlier", "rrVAE")
+    shot("06_outlier", "Inspector")
     from napari_4dstem.gui.demo import close_cleanly
 
     close_cleanly(viewer)

@@ -164,8 +164,9 @@ def test_docks_come_from_the_manifest(make_napari_viewer):
     assert len(sessions) == 1, "all docks of one viewer share one session"
 
 
-def _docks(viewer, qtbot):
-    return open_docks(viewer, qtbot, DOCKS + ("Detector",))
+def _docks(viewer, qtbot, names=DOCKS + ("Detector",)):
+    """The docks a test needs (each canvas dock, Inspector and Detector, is a GL canvas more to draw)."""
+    return open_docks(viewer, qtbot, names)
 
 
 _small_sample = small_sample
@@ -276,7 +277,7 @@ def _ready_to_train(make_napari_viewer, qtbot):
     """A viewer with the docks, the small sample preprocessed, and a small rrVAE configured. The dock
     preprocesses once per module; later calls reuse its output (preprocessing is tested elsewhere)."""
     viewer = make_napari_viewer()
-    docks = _docks(viewer, qtbot)
+    docks = _docks(viewer, qtbot, ("Preprocess", "rrVAE"))
     s = preprocess_once(_PREPARED, docks, qtbot)
     rr = docks["rrVAE"]
     rr.form.set(hidden=16)
@@ -320,7 +321,7 @@ def test_stop_keeps_the_last_good_model(make_napari_viewer, qtbot):
 def test_results_reopen_as_linked_layers(make_napari_viewer, qtbot, tmp_path):
     p, data = _npy(tmp_path, shape=(6, 7, 16, 12))
     viewer = make_napari_viewer()
-    docks = _docks(viewer, qtbot)
+    docks = _docks(viewer, qtbot, ("Data", "COM / DPC"))
     viewer.open(str(p), plugin=PLUGIN)
     s = docks["Data"].session
     docks["COM / DPC"].run()
@@ -343,7 +344,7 @@ def test_results_reopen_as_linked_layers(make_napari_viewer, qtbot, tmp_path):
 
 def test_sample_data_calibration_and_crop(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    docks = _docks(viewer, qtbot)
+    docks = _docks(viewer, qtbot, ("Data",))
     s = get_session(viewer)
     docks["Data"].load_sample()  # in a worker
     qtbot.waitUntil(lambda: s.dataset is not None, timeout=60_000)
@@ -376,7 +377,7 @@ def test_sample_data_calibration_and_crop(make_napari_viewer, qtbot):
 def test_data_dock_opens_in_a_worker_and_exports_virtual_maps(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     p, data = _npy(tmp_path, shape=(5, 6, 16, 16))
     viewer = make_napari_viewer()
-    docks = _docks(viewer, qtbot)
+    docks = _docks(viewer, qtbot, ("Data", "Detector"))
     s = docks["Data"].session
     docks["Data"].open_path(str(p))
     qtbot.waitUntil(lambda: s.dataset is not None, timeout=60_000)
@@ -458,7 +459,7 @@ def test_a_cancelled_close_leaves_the_inspector_and_workers_alone(make_napari_vi
             FakeWorker.quits += 1
 
     viewer = make_napari_viewer()
-    docks = _docks(viewer, qtbot)
+    docks = _docks(viewer, qtbot, ("Data", "Inspector"))
     insp, s = docks["Inspector"], docks["Data"].session
     s.workers._workers[FakeWorker()] = None
     win = insp.window()
@@ -503,7 +504,7 @@ def test_reopen_maps_a_scan_window_back_and_refuses_a_different_file(make_napari
 def test_a_scan_crop_saved_from_the_gui_reopens_onto_the_file(make_napari_viewer, qtbot, tmp_path):
     p, data = _npy(tmp_path, shape=(6, 7, 16, 12))
     viewer = make_napari_viewer()
-    docks = _docks(viewer, qtbot)
+    docks = _docks(viewer, qtbot, ("Data",))
     viewer.open(str(p), plugin=PLUGIN)
     s = docks["Data"].session
     for k, v in {"sy0": 1, "sy1": 5, "sx0": 2, "sx1": 7}.items():

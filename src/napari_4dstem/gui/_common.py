@@ -127,14 +127,20 @@ def set_progress(bar: QProgressBar, done: int, total: int, elapsed: float, messa
     if not force and last is not None and now - last < PROGRESS_REPAINT_S and 0 < done < total:
         return
     bar._last_repaint = now
-    bar.setMaximum(max(int(total), 1))
-    bar.setValue(int(done))
     eta = ""
     if 0 < done < total:
         left = elapsed / done * (total - done)
         eta = f" · ETA {int(left // 60)}:{int(left % 60):02d}"
-    bar.setFormat(f"{done}/{total}{eta}")
-    bar.setToolTip(message)
+    # QProgressBar.setValue repaints at once (a whole-window composite of the GL canvases under a software
+    # renderer); with updates disabled meanwhile the bar is repainted once, with the window's next paint
+    bar.setUpdatesEnabled(False)
+    try:
+        bar.setMaximum(max(int(total), 1))
+        bar.setValue(int(done))
+        bar.setFormat(f"{done}/{total}{eta}")
+        bar.setToolTip(message)
+    finally:
+        bar.setUpdatesEnabled(True)
 
 
 def progress_bar() -> QProgressBar:
@@ -255,6 +261,37 @@ def update_image(layer, image: np.ndarray) -> None:
         layer.data = np.array(image, copy=True)
 
 
+def replace_data(layer, data: np.ndarray, contrast_limits=None) -> None:
+    """New data of the same shape for a map layer, at the least cost for the canvas.
+
+    The layer's own array (``owned`` in our metadata, see ``Session._insert_maps``) is overwritten in place;
+    a hidden layer is not re-sliced then (napari's refresh skips it; showing it re-slices) and its thumbnail
+    event is held back, so updating a hidden map repaints nothing. Otherwise the data are replaced by a copy.
+    """
+    from ._layers import META_KEY
+
+    meta = layer.metadata.setdefault(META_KEY, {})
+    data = np.asarray(data)
+    current = layer.data
+    if (meta.get("owned") and isinstance(current, np.ndarray) and current.flags.writeable
+            and current.shape == data.shape and current.dtype == data.dtype):
+        current[...] = data
+        if layer.visible:
+            layer.refresh(extent=False)
+    else:
+        layer.data = np.array(data, copy=True)
+        meta["owned"] = True
+    from contextlib import nullcontext
+
+    if contrast_limits is None:  # from the data: napari's reset uses the slice, stale while hidden
+        finite = data[np.isfinite(data)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        contrast_limits = (lo, hi if hi > lo else lo + 1.0)
+    with layer.events.thumbnail.blocker() if not layer.visible else nullcontext():
+        layer.contrast_limits_range = contrast_limits
+        layer.contrast_limits = contrast_limits
+
+
 def nice_limits(lo: float, hi: float, digits: int = 2) -> tuple[float, float]:
     """``lo`` rounded down and ``hi`` up to ``digits`` significant digits of the range (never narrower)."""
     import math
@@ -273,6 +310,8 @@ def set_limits(layer, lo: float, hi: float, keep_close: bool = False) -> None:
     a, b = (float(v) for v in layer.contrast_limits)
     if keep_close and a <= lo and hi <= b and (hi - lo) >= 0.7 * (b - a):
         return
+    if keep_close:  # a margin, so that the next similar pattern keeps these limits (and the colourbar)
+        lo, hi = lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)
     lim = nice_limits(lo, hi)
     if (a, b) != lim:
         layer.contrast_limits = lim

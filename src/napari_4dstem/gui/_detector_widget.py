@@ -30,7 +30,7 @@ class DetectorWidget(CanvasDock):
         s._detector_dock = self  # the session adds this dock only when there is none
         lay = QVBoxLayout(self)
         self.canvas = QtViewer(s.detector_model)
-        self.canvas.setMinimumSize(240, 220)
+        self.canvas.setMinimumSize(240, 300)
         lay.addWidget(self.canvas, stretch=1)
 
         row = QHBoxLayout()

@@ -16,13 +16,16 @@ import time
 import numpy as np
 from napari.components import ViewerModel
 from napari.qt import QtViewer
-from qtpy.QtWidgets import QCheckBox, QLabel, QVBoxLayout
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QCheckBox, QLabel, QSizePolicy, QVBoxLayout
 
 from ._common import guarded, update_image
 from ._dock import CanvasDock
 from ._layers import detector_layer_kwargs
 
 PANELS = ("model input", "reconstruction", "canonical", "residual")
+#: Minimum width and height of the Inspector's canvas (px): four panels of about 170 px.
+MIN_CANVAS = 360
 SHARED = ("model input", "reconstruction", "canonical")
 
 
@@ -77,17 +80,29 @@ class InspectorWidget(CanvasDock):
         grid = _grid(self.model)
         grid.enabled = True
         grid.stride = 1
-        self.model.canvas.overlays.scale_bar.visible = True
+        grid.spacing = 14  # screen pixels between the panels: titles, colourbars and scale bars stay apart
+        bar = self.model.canvas.overlays.scale_bar
+        bar.visible = True
+        bar.gridded = True  # one per panel, in its own corner (a canvas-wide one lay over the residual)
+        bar.font_size = 8
         self.canvas = QtViewer(self.model)
-        self.canvas.setMinimumSize(240, 150)
+        self.canvas.setMinimumSize(MIN_CANVAS, MIN_CANVAS)  # four readable panels
         self.text = QLabel("select a scan pixel: click a map, use the arrow keys or drag")
         self.text.setWordWrap(True)
+        # room for the usual lines from the start: a label that grows with its text re-lays the dock out and
+        # resizes the canvas below it (a full GL redraw) on a click
+        # (measured: each new text re-laid out and repainted the whole dock, three window composites under a
+        # software renderer); a fixed height and an ignored width hint keep the layout out of it
+        self.text.setFixedHeight(7 * self.text.fontMetrics().lineSpacing())
+        self.text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.text.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         lay.addWidget(self.text)
-        self.scrub = QCheckBox("dragging on a map scrubs the selection (uncheck to pan)")
+        self.scrub = QCheckBox("drag on a map scrubs the selection (untick to pan)")
         self.scrub.setChecked(self.session.drag_scrubs)
         self.scrub.toggled.connect(lambda on: setattr(self.session, "drag_scrubs", bool(on)))
         lay.addWidget(self.scrub)
-        self.per_panel = QCheckBox("per-panel contrast (default: one contrast for input and reconstructions)")
+        self.per_panel = QCheckBox("per-panel contrast")
+        self.per_panel.setToolTip("default: one contrast for the input and the reconstructions")
         self.per_panel.toggled.connect(lambda _: self._apply_contrast())
         lay.addWidget(self.per_panel)
         lay.addWidget(self.canvas, stretch=1)
@@ -98,7 +113,10 @@ class InspectorWidget(CanvasDock):
             layer = self.model.add_image(np.zeros((2, 2), np.float32), name=name, opacity=0.0,
                                          colormap="PiYG" if name == "residual" else "magma")
             layer.name_overlay.visible = True
+            layer.name_overlay.font_size = 9
             layer.colorbar.visible = True
+            layer.colorbar.size = (10, 90)  # napari's default (25 x 150) covered most of a panel
+            layer.colorbar.font_size = 8
             self.layers[name] = layer
         self.images: dict = {}
         self._units: dict = {}
@@ -110,8 +128,11 @@ class InspectorWidget(CanvasDock):
         self._recon_busy = False
         self._pending = None
         self._geometry_key = None
+        self.training = False  # a model trains in a worker: reconstructions wait (see update_pixel)
+        self._stale = False  # a selection arrived while the canvas was hidden
         s = self.session
         s.selection_changed.connect(self.update_pixel)
+        s.training_changed.connect(self._on_training)
         for sig in (s.model_changed, s.preprocessed_changed, s.dataset_changed, s.com_changed, s.maps_changed,
                     s.calibration_changed):
             sig.connect(self._refresh)
@@ -120,6 +141,25 @@ class InspectorWidget(CanvasDock):
     def _refresh(self, *_):
         if self.session.dataset is not None:
             self.update_pixel(*self.session.selected)
+
+    def _on_training(self, running: bool):
+        self.training = bool(running)
+        if not running:
+            self._refresh()
+
+    def canvas_hidden(self) -> bool:
+        """True when the window is shown but this canvas is not (its dock closed, or behind another tab)."""
+        c = self.canvas
+        try:
+            return c is None or (self.window().isVisible() and not c.isVisible())
+        except RuntimeError:  # deleted with the window
+            return True
+
+    def showEvent(self, event):  # noqa: N802 - Qt name
+        super().showEvent(event)
+        if self._stale:
+            self._stale = False
+            self._refresh()
 
     def _set(self, name: str, image: np.ndarray | None):
         """Update panel ``name`` in place; ``image=None`` blanks it (transparent)."""
@@ -184,7 +224,8 @@ class InspectorWidget(CanvasDock):
                         self.layers[n].contrast_limits = lim
             lims = {n: v for n, v in lims.items() if n not in shared}
         for name, lim in lims.items():
-            set_limits(self.layers[name], *lim)
+            # keep limits that still hold the range (each change redraws that panel's colourbar)
+            set_limits(self.layers[name], *lim, keep_close=True)
 
     def update_pixel(self, iy: int, ix: int):
         """Show pixel ``(iy, ix)``; the time it took is kept in ``last_update_s``."""
@@ -203,8 +244,15 @@ class InspectorWidget(CanvasDock):
         if sy and sx:
             lines[0] += f" = ({iy * sy:.3g}, {ix * sx:.3g}) {ds.calibration.scan_unit or ''}"
         self._recon_seq += 1
+        hidden = self.canvas_hidden()
+        self._stale = hidden
         if s.model is not None and pre is not None:
-            self._request_reconstructions(self._recon_seq, (iy, ix), s.model, pre, t0)
+            if self.training:
+                # torch would compete with the training thread (and its thread pool) for the cores, and the
+                # panels would be redrawn on every click: they wait until training ends
+                lines.append("reconstructions paused while the model trains (they show the previous model's)")
+            elif not hidden:
+                self._request_reconstructions(self._recon_seq, (iy, ix), s.model, pre, t0)
             if self.recon_pixel is not None and not math.isnan(self.r):
                 lines.append(f"r(input, reconstruction) = {self.r:.3f} at {self.recon_pixel}")
         enc = s.encoded
@@ -218,7 +266,7 @@ class InspectorWidget(CanvasDock):
         if s.com is not None and np.shape(s.com.x) == tuple(ds.scan_shape):
             cx, cy = float(s.com.x[iy, ix]), float(s.com.y[iy, ix])
             lines.append(f"COM (x, y) = ({cx:+.3g}, {cy:+.3g}) {s.com.units}, |COM| = {math.hypot(cx, cy):.3g}")
-        if s.model is None or pre is None:
+        if (s.model is None or pre is None) and not hidden:
             self._set("model input", pre)
             for name in PANELS[1:]:
                 self._set(name, None)

@@ -228,6 +228,9 @@ class RRVAEWidget(DockBase):
             # every core makes the event loop stall for hundreds of ms
             cfg = dataclasses.replace(cfg, threads=max(1, physical_cores() - 1))
         model = RRVAE(cfg)
+        # the maps' layers now, hidden, in one batch, before the worker starts: their arrival after training
+        # then only fills them in place (adding 7 layers then froze the GUI for ~1 s)
+        self.prepare_map_layers(cfg.latent_dim)
         com_mag = None if s.com is None else np.asarray(s.com.magnitude)
         com_ang = None if s.com is None else np.asarray(s.com.angle)
         self.reports = []
@@ -251,16 +254,20 @@ class RRVAEWidget(DockBase):
             # to its last completed epoch (the last good model); with none, the previous model stays.
             self.worker = None
             self.train_btn.setText("Train")
-            if self.session.preprocessed is not patterns:
-                self.status.setText("the patterns changed during training: this model was dropped")
-                return
-            if model.trained:
-                self.adopt_model(model)
-            else:
-                self.status.setText("stopped before the first epoch finished: the previous model is kept")
+            try:
+                if self.session.preprocessed is not patterns:
+                    self.status.setText("the patterns changed during training: this model was dropped")
+                elif model.trained:
+                    self.adopt_model(model)
+                else:
+                    s.remove_placeholders("rrVAE")
+                    self.status.setText("stopped before the first epoch finished: the previous model is kept")
+            finally:
+                s.training_changed.emit(False)  # the Inspector's reconstructions resume
 
         self.worker = self.start(lambda: model.iter_fit(patterns, com_magnitude=com_mag, com_angle=com_ang),
                                  on_return=lambda _hist: None, on_progress=progress, on_finish=finished)
+        s.training_changed.emit(True)
         return self.worker
 
     def adopt_model(self, model):
@@ -286,6 +293,7 @@ class RRVAEWidget(DockBase):
         model, patterns = s.model, s.preprocessed
         if model is None or patterns is None:
             return None
+        self.prepare_map_layers(model.config.latent_dim)
         t0 = time.perf_counter()
 
         def progress(p):
@@ -299,6 +307,7 @@ class RRVAEWidget(DockBase):
             self.worker = None
             self.train_btn.setText("Train")
             if s.encoded is None and s.model is model:
+                s.remove_placeholders("rrVAE")
                 self.status.setText("encoding stopped: no maps shown (Use a checkpoint to encode again)")
 
         self.train_btn.setText("Stop")
@@ -306,50 +315,47 @@ class RRVAEWidget(DockBase):
                                  on_progress=progress, on_finish=finished)
         return self.worker
 
+    def prepare_map_layers(self, latent_dim: int) -> list:
+        """The layers of a model's maps, made before the maps exist (hidden zeros of the scan's shape; see
+        ``Session.prepare_maps``), so that their arrival only updates them in place. Latent layers beyond
+        ``latent_dim`` (a previous model with more latents) go."""
+        s = self.session
+        keep = {name for name, _, _ in map_specs(latent_dim)}
+        for layer in list(s.viewer.layers):
+            if layer.name.startswith(("rrVAE z", "rrVAE sd")) and layer.name not in keep:
+                s.viewer.layers.remove(layer)
+                s.maps.pop(layer.name, None)
+        return s.prepare_maps(map_specs(latent_dim))
+
     def show_maps(self, enc, residual=None, outlier=None):
         """Show the encoded maps (angle, latents, sds) and, if given, the reconstruction-error and outlier maps.
 
-        One layer per turn of the event loop (adding a layer costs a redraw of the canvases: all at once stalled
-        the GUI for seconds under a software renderer); ``session.encoded`` is set when all are shown.
+        The layers exist already (:meth:`prepare_map_layers`, when training or encoding started), so every map
+        is copied into its layer in place, all in one turn of the event loop: hidden layers repaint nothing
+        and only the visible ones are redrawn, once. Fresh layers stay hidden except the last latent map, the
+        top one, which is all an opaque stack shows anyway. ``session.encoded`` is set when all are shown.
         """
-        from qtpy.QtCore import QTimer
+        from ._common import alive
 
         s = self.session
-        model = s.model
-        todo = []
-        if residual is not None:
-            todo.append((RESIDUAL_NAME, np.asarray(residual, dtype=np.float32), {"colormap": "inferno"}))
-        if outlier is not None:
-            todo.append((OUTLIER_NAME, np.asarray(outlier, dtype=np.float32), {"colormap": "magma"}))
-        todo.append(("rrVAE angle", np.asarray(enc.angle), {"colormap": "twilight",
-                                                            "contrast_limits": (-math.pi, math.pi)}))
+        if not alive(self):
+            return
         lat, sd = np.asarray(enc.latents), np.asarray(enc.latent_sd)
+        self.prepare_map_layers(lat.shape[0])  # normally a no-op; a model loaded by a script
+        data = {RESIDUAL_NAME: residual, OUTLIER_NAME: outlier, "rrVAE angle": np.asarray(enc.angle)}
         for k in range(lat.shape[0]):
-            todo.append((f"rrVAE z{k + 1}", lat[k], {"colormap": "viridis"}))
-            todo.append((f"rrVAE sd{k + 1}", sd[k], {"colormap": "gray"}))
-        # new layers come hidden except the last latent map, the top one, which is all an opaque stack shows
-        # anyway: a hidden layer draws nothing, so adding it costs no redraw of the canvas (issue 10, Deliver 8)
+            data[f"rrVAE z{k + 1}"], data[f"rrVAE sd{k + 1}"] = lat[k], sd[k]
         on_top = f"rrVAE z{lat.shape[0]}"
-        for name, _data, kw in todo:
-            kw["visible"] = name == on_top
-
-        def step():
-            from ._common import alive
-
-            if not alive(self) or s.model is not model:
-                return  # the dock closed or the model changed meanwhile
-            if todo:
-                name, data, kw = todo.pop(0)
-                s.show_map(name, data, **kw)
-                QTimer.singleShot(0, step)
-                return
-            s.encoded = enc
-            epoch = getattr(enc, "parameters", {}).get("epoch")
-            self.status.setText(f"rrVAE maps shown ({lat.shape[0]} latents, epoch {epoch})")
-            s.model_changed.emit(s.model)
-            s.maps_changed.emit(enc)
-
-        step()
+        for name, colormap, kw in map_specs(lat.shape[0]):
+            if data.get(name) is None:
+                continue
+            s.show_map(name, np.asarray(data[name], dtype=np.float32), colormap=colormap, visible=name == on_top,
+                       **kw)
+        s.encoded = enc
+        epoch = getattr(enc, "parameters", {}).get("epoch")
+        self.status.setText(f"rrVAE maps shown ({lat.shape[0]} latents, epoch {epoch})")
+        s.model_changed.emit(s.model)
+        s.maps_changed.emit(enc)
 
     # -- defect map from several models -------------------------------------------------------
     def toggle_average(self):
@@ -429,6 +435,15 @@ class RRVAEWidget(DockBase):
         show_info(f"rrVAE: using the weights of epoch {epoch}")
         self._fill_epochs(s.model)
         return self.encode()
+
+
+def map_specs(latent_dim: int) -> list:
+    """``(layer name, colormap, layer keywords)`` of a model's scan maps, bottom to top."""
+    specs = [(RESIDUAL_NAME, "inferno", {}), (OUTLIER_NAME, "magma", {}),
+             ("rrVAE angle", "twilight", {"contrast_limits": (-math.pi, math.pi)})]
+    for k in range(int(latent_dim)):
+        specs += [(f"rrVAE z{k + 1}", "viridis", {}), (f"rrVAE sd{k + 1}", "gray", {})]
+    return specs
 
 
 def checkpoint_epochs(model) -> list:

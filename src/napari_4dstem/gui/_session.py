@@ -277,39 +277,89 @@ class Session(SessionState):
         return None
 
     def show_map(self, name: str, data, colormap: str = "gray", role: str = "map", **kwargs):
-        """Add or update (in place) a scan-space image layer linked to the others."""
+        """Add or update (in place) a scan-space image layer linked to the others.
+
+        A layer of the same shape is updated in place (its own copy of the data; a hidden one costs no redraw,
+        see :func:`._common.replace_data`); a placeholder made by :meth:`prepare_maps` becomes visible then
+        when ``visible=True`` is asked for.
+        """
+        from ._common import replace_data
+
         layer = self._find(name)
         data = np.asarray(data)
         if layer is not None and layer.data.shape == data.shape:
-            layer.data = data
+            meta = layer.metadata.setdefault(META_KEY, {})
+            fresh = meta.pop("placeholder", False)
             if "metadata" in kwargs:
-                layer.metadata.update(kwargs["metadata"])
-            if "contrast_limits" in kwargs:
-                layer.contrast_limits = kwargs["contrast_limits"]
-            else:
-                layer.reset_contrast_limits()
+                meta.update(kwargs["metadata"].get(META_KEY, {}))
+            replace_data(layer, data, kwargs.get("contrast_limits"))
+            if fresh and kwargs.get("visible") and not layer.visible:
+                layer.visible = True
             self.maps[name] = data
             return layer
         if layer is not None:
             self.viewer.layers.remove(layer)
-        kw = self.scan_layer_kwargs()
-        kw.update(kwargs)
-        kw.setdefault("metadata", {META_KEY: {"role": role, "dataset": self.dataset}})
+        layer = self._insert_maps([(name, np.array(data, copy=True), colormap, role, kwargs)])[0]
+        self.maps[name] = data
+        return layer
+
+    def _insert_maps(self, items) -> list:
+        """Insert image layers ``(name, data, colormap, role, kwargs)`` straight under the marker, in one batch,
+        without making them the selected layer (each selection change rebuilds napari's layer controls)."""
+        from napari.layers import Image
+
+        layers = self.viewer.layers
+        out = []
+        activate = getattr(layers, "_activate_on_insert", None)
         self._adopting = True
         try:
-            marker = self._find(MARKER_NAME)
-            if marker is None:
-                layer = self.viewer.add_image(data, name=name, colormap=colormap, **kw)
-            else:  # straight under the marker: one insert, not an add and a move (each redraws the canvas)
-                from napari.layers import Image
-
-                layer = Image(data, name=name, colormap=colormap, **kw)
-                self.viewer.layers.insert(self.viewer.layers.index(marker), layer)
+            if activate is not None:
+                layers._activate_on_insert = False
+            for name, data, colormap, role, kwargs in items:
+                kw = self.scan_layer_kwargs()
+                kw.update(kwargs)
+                meta = kw.pop("metadata", None) or {META_KEY: {"role": role, "dataset": self.dataset}}
+                meta = {**meta, META_KEY: {**meta.get(META_KEY, {}), "owned": True}}  # the layer's own copy
+                layer = Image(data, name=name, colormap=colormap, metadata=meta, **kw)
+                marker = self._find(MARKER_NAME)
+                # under the marker: one insert, not an add and a move (each redraws the canvas)
+                layers.insert(layers.index(marker) if marker is not None else len(layers), layer)
+                out.append(layer)
         finally:
             self._adopting = False
-        self.maps[name] = data
+            if activate is not None:
+                layers._activate_on_insert = activate
         self._raise_marker()
-        return layer
+        return out
+
+    def prepare_maps(self, specs) -> list:
+        """Make sure the scan-space layers ``specs`` (``(name, colormap, kwargs)``) exist before their maps do.
+
+        Missing ones are added now, hidden, holding zeros of the scan's shape (placeholders, not in ``maps``,
+        so never saved), in one batch. Maps that arrive later (``show_map``) then only update them in place:
+        adding a layer costs napari its controls and vispy node (0.1-1 s under a software renderer), which
+        froze the GUI when the rrVAE maps arrived (issue 10, Deliver 8). Returns the layers added.
+        """
+        if self.dataset is None:
+            return []
+        shape = tuple(self.dataset.scan_shape)
+        todo = []
+        for name, colormap, kwargs in specs:
+            layer = self._find(name)
+            if layer is not None and layer.data.shape == shape:
+                continue
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            kw = {k: v for k, v in kwargs.items() if k != "visible"}
+            kw["metadata"] = {META_KEY: {"role": "map", "dataset": self.dataset, "placeholder": True}}
+            todo.append((name, np.zeros(shape, np.float32), colormap, "map", {**kw, "visible": False}))
+        return self._insert_maps(todo) if todo else []
+
+    def remove_placeholders(self, prefix: str = "") -> None:
+        """Remove the placeholders (see :meth:`prepare_maps`) whose maps never came."""
+        for layer in list(self.viewer.layers):
+            if ours(layer, "map") and layer.name.startswith(prefix) and layer.metadata[META_KEY].get("placeholder"):
+                self.viewer.layers.remove(layer)
 
     def _remove_stale(self, keep=None):
         # layers of a previous dataset would be indexed with the new one's pixels: drop them
@@ -358,6 +408,7 @@ class Session(SessionState):
                 frame, name=PATTERN_NAME, colormap="magma", metadata={META_KEY: {"role": "pattern", "dataset": ds}},
                 **detector_layer_kwargs(ds.calibration))
             layer.colorbar.visible = True
+            layer.colorbar.size = (12, 110)  # napari's default (25 x 150) met the scale bar in a small canvas
             self.detector_model.layers.move(self.detector_model.layers.index(layer), 0)
         layer.metadata[META_KEY]["dataset"] = ds
         return layer
@@ -430,8 +481,9 @@ class Session(SessionState):
         set_limits(layer, *display_limits(img, self.display["contrast"], float(self.display["percentile"])),
                    keep_close=True)
         src = self.display["source"]
-        iy, ix = self.selected
-        title = {"selection": f"pattern at ({iy}, {ix})", "mean": "mean pattern",
+        # no pixel in the title: a text that changes with every click re-lays out the canvas overlays (the
+        # marker on the scan and the Inspector give the pixel)
+        title = {"selection": "pattern at the selected pixel", "mean": "mean pattern",
                  "region": "mean of the scan region"}.get(src, src)
         text = _overlays(self.detector_model).text
         label = f"{title} · {self.display['scaling']} · {detector_units(self.dataset.calibration)[1]}"

@@ -23,6 +23,7 @@ class SessionState:
     maps_changed = Signal(object)  # the rrVAE maps (encoded) changed or were cleared
     selection_changed = Signal(int, int)
     detectors_changed = Signal(object)
+    training_changed = Signal(bool)  # a model started (True) or stopped (False) training in a worker
 
     def __init__(self):
         self.dataset: Dataset4D | None = None

@@ -4,7 +4,9 @@ from __future__ import annotations
 import time
 
 PLUGIN = "napari-4dstem"
-WORKFLOW_DOCKS = ("Data", "Preprocess", "COM / DPC", "rrVAE")
+#: Tabbed together in the right-hand column, in this order (the Inspector too: a tab of its own gives its
+#: canvas the column's height, four readable panels, in the default window size).
+WORKFLOW_DOCKS = ("Data", "Preprocess", "COM / DPC", "rrVAE", "Inspector")
 
 
 def wait_for(worker, timeout: float = 600.0) -> None:
@@ -20,7 +22,6 @@ def open_workflow(viewer, tabify: bool = True) -> dict:
     widgets, docks = {}, {}
     for name in WORKFLOW_DOCKS:
         docks[name], widgets[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=tabify)
-    docks["Inspector"], widgets["Inspector"] = viewer.window.add_plugin_dock_widget(PLUGIN, "Inspector")
     docks["Detector"], widgets["Detector"] = viewer.window.add_plugin_dock_widget(PLUGIN, "Detector")
     from qtpy.QtCore import Qt
 
@@ -33,15 +34,15 @@ def open_workflow(viewer, tabify: bool = True) -> dict:
 
 
 def balance_docks(widgets: dict, inspector_fraction: float = 0.5) -> None:
-    """Give the Inspector about ``inspector_fraction`` of the right-hand column (QMainWindow.resizeDocks;
-    call it once the window is laid out)."""
+    """Give the Inspector about ``inspector_fraction`` of the right-hand column when it is not tabbed with the
+    other docks (``open_workflow(tabify=False)``; QMainWindow.resizeDocks, once the window is laid out)."""
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication
 
     QApplication.processEvents()
     docks = widgets["_docks"]
     main = widgets["Inspector"].window()
-    if hasattr(main, "resizeDocks"):
+    if hasattr(main, "resizeDocks") and docks["Inspector"] not in main.tabifiedDockWidgets(docks["rrVAE"]):
         h = main.height()
         main.resizeDocks([docks["rrVAE"], docks["Inspector"]],
                          [int(h * (1 - inspector_fraction)), int(h * inspector_fraction)], Qt.Orientation.Vertical)
@@ -91,8 +92,7 @@ def _run(viewer, screenshot, epochs, fast):
         worker = w["rrVAE"].train(epochs=int(epochs), mode="fast" if fast else "faithful")
         wait_for(worker)
         wait_for(w["rrVAE"].worker)  # the maps are encoded in a second worker after training
-    show_dock(w, "rrVAE" if epochs > 0 else "COM / DPC")
-    balance_docks(w, 0.45)
+    show_dock(w, "Inspector" if epochs > 0 else "COM / DPC")  # after training: the model's view of a pixel
     ds = w["Data"].session.dataset
     if ds is not None:  # the vacancy sits at the scan centre
         w["Data"].session.select(ds.scan_shape[0] // 2, ds.scan_shape[1] // 2)
