@@ -18,6 +18,7 @@ near the speed of reading the bytes (docs/analysis.md, "Bandwidth"). Other types
 """
 from __future__ import annotations
 
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,6 +36,9 @@ PIECE_BYTES = 512 * 2**10
 #: about 5x the work per byte of a plain sum, so one core is not enough to keep up with reading
 #: (docs/analysis.md, "Bandwidth"); ``NAPARI_4DSTEM_THREADS`` overrides.
 KERNEL_THREADS = max(1, min(2, os.cpu_count() or 1))
+#: Bytes of frames one kernel call takes: big enough that the ~6 us call costs little, small enough that
+#: the threads finish a block together.
+CHUNK_BYTES = 2 * 2**20
 
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -68,7 +72,7 @@ def _kernels():
             from . import _kernels as k
         except ImportError:  # pragma: no cover - numba is a dependency
             k = None
-        _KERNELS["k"] = None if k is None else {"frame_sums": k.frame_sums, "sum_frames": k.sum_frames,
+        _KERNELS["k"] = None if k is None else {"frame_maps": k.frame_maps, "sum_frames": k.sum_frames,
                                                 "bin_frames": k.bin_frames}
     return _KERNELS["k"]
 
@@ -92,6 +96,32 @@ def _pool(n: int) -> ThreadPoolExecutor:
     return _POOL["pool"]
 
 
+def _in_chunks(fn, n: int, frame_bytes: int) -> None:
+    """``fn(a, b)`` over frames ``0:n`` in chunks of about :data:`CHUNK_BYTES`, on :func:`threads` threads.
+
+    The threads take the next chunk as they finish one (a shared counter), so a thread slowed by another
+    process on the machine holds up a block by at most one chunk."""
+    t = threads()
+    step = max(1, CHUNK_BYTES // max(frame_bytes, 1))
+    n_chunks = -(-n // step)
+    if t == 1 or n_chunks < 2:
+        fn(0, n)
+        return
+    counter = itertools.count()
+
+    def work():
+        while True:
+            c = next(counter)  # atomic under the GIL
+            if c >= n_chunks:
+                return
+            fn(c * step, min(n, (c + 1) * step))
+
+    futs = [_pool(t - 1).submit(work) for _ in range(min(t, n_chunks) - 1)]
+    work()
+    for fu in futs:
+        fu.result()
+
+
 # -- the linear plan --------------------------------------------------------------------------------
 def _bbox(m: np.ndarray) -> tuple[int, int, int, int]:
     ii = np.nonzero(m.any(axis=1))[0]
@@ -101,8 +131,69 @@ def _bbox(m: np.ndarray) -> tuple[int, int, int, int]:
     return int(ii[0]), int(ii[-1]) + 1, int(jj[0]), int(jj[-1]) + 1
 
 
-def _area(box) -> int:
-    return (box[1] - box[0]) * (box[3] - box[2])
+def _cost(box, fast: bool) -> int:
+    """Pixels a masked sum over ``box`` reads: the kernel reads whole rows (one contiguous loop)."""
+    return (box[1] - box[0]) * (1 if fast else box[3] - box[2])
+
+
+def _distinct(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``w`` (L, k) as ``u.T @ m``: u (r, L) its distinct non-zero columns, m (r, k) 0/1 where each goes."""
+    seen: dict[bytes, int] = {}
+    cols, where = [], []
+    for o in range(w.shape[1]):
+        if np.any(w[:, o]):
+            key = np.ascontiguousarray(w[:, o]).tobytes()
+            if key not in seen:
+                seen[key] = len(cols)
+                cols.append(w[:, o])
+            where.append((seen[key], o))
+    m = np.zeros((len(cols), w.shape[1]))
+    for r, o in where:
+        m[r, o] = 1.0
+    return np.array(cols, dtype=np.float64).reshape(len(cols), w.shape[0]), m
+
+
+#: A mask goes through the column-sum events when it has at most one event per this many pixels of its
+#: band (an event costs about as much as 10-20 masked pixels; discs and rings have a few per column).
+EVENT_PIXELS = 16
+
+
+def _n_events(m: np.ndarray) -> int:
+    """Events of a mask's column runs: a start below row 0 and an end per run."""
+    d = np.diff(m.astype(np.int8), axis=0, prepend=0, append=0)
+    return int((d[1:] == 1).sum() + (d == -1).sum())
+
+
+def mask_events(masks: np.ndarray) -> tuple:
+    """The column-run events of boolean masks (nm, H, W) for ``_kernels.frame_maps``.
+
+    A run of rows a:b in column j of mask m adds ``C_b(j) - C_a(j)`` (C_i: sums of rows < i; C_0 = 0
+    needs no event). Returns ``(est, ej, eq, es, em)``: events sorted by the kernel's step (a four-row
+    group for b below the last multiple of 4, then one step per row, then the end), est[s]:est[s + 1]
+    those of step s; eq the rows of the group added to the column sums; es the sign; em the mask.
+    """
+    nm, h = masks.shape[0], masks.shape[1]
+    bs, js, ss, ms = [], [], [], []
+    for m in range(nm):
+        d = np.diff(masks[m].astype(np.int8), axis=0, prepend=0, append=0)  # (h + 1, w)
+        ia, ja = np.nonzero(d == 1)  # a run starts at row ia
+        ib, jb = np.nonzero(d == -1)  # ... and ends before row ib
+        keep = ia > 0
+        bs += [ia[keep], ib]
+        js += [ja[keep], jb]
+        ss += [np.full(int(keep.sum()), -1), np.ones(len(ib), np.int64)]
+        ms += [np.full(int(keep.sum()) + len(ib), m)]
+    b = np.concatenate(bs).astype(np.int64) if bs else np.zeros(0, np.int64)
+    j = np.concatenate(js).astype(np.int64) if js else np.zeros(0, np.int64)
+    s = np.concatenate(ss).astype(np.int64) if ss else np.zeros(0, np.int64)
+    mm = np.concatenate(ms).astype(np.int64) if ms else np.zeros(0, np.int64)
+    h4 = h // 4 * 4
+    step = np.where(b < h4, b // 4, h4 // 4 + (b - h4))
+    q = np.where(b < h4, b % 4, 0)
+    o = np.lexsort((j, step))
+    n_steps = h4 // 4 + (h - h4) + 1
+    est = np.searchsorted(step[o], np.arange(n_steps + 1)).astype(np.int64)
+    return est, j[o], q[o].astype(np.int64), s[o], mm[o]
 
 
 class LinearPlan:
@@ -119,7 +210,7 @@ class LinearPlan:
         k, h, wd = w.shape
         self.k, self.shape = k, (h, wd)
         self.dtype = np.dtype(dtype)
-        self.fast = fast_dtype(self.dtype)
+        self.fast = fast_dtype(self.dtype) and max(h, wd) <= 65536  # uint32 row / column sums
         self.ct = np.float64 if self.fast else compute_dtype(self.dtype)
         self.row_w = np.zeros((h, k))  # map k gets row_w[:, k] . row sums
         self.col_w = np.zeros((wd, k))  # ... + col_w[:, k] . column sums
@@ -140,9 +231,9 @@ class LinearPlan:
                 v0, v1 = float(vals[0]), float(vals[1])
                 m1 = wo == v1
                 b1, b0 = _bbox(m1), _bbox(~m1)
-                # the smaller box: v0 + (v1 - v0) m1  or  v1 - (v1 - v0) m0 (exact sums only: a
+                # the cheaper one: v0 + (v1 - v0) m1  or  v1 - (v1 - v0) m0 (exact sums only: a
                 # float total minus a disc would lose the digits of a faint ring)
-                if _area(b1) <= _area(b0) or not self.fast:
+                if _cost(b1, self.fast) <= _cost(b0, self.fast) or not self.fast:
                     base, coef, m, box = v0, v1 - v0, m1, b1
                 else:
                     base, coef, m, box = v1, v0 - v1, ~m1, b0
@@ -164,8 +255,21 @@ class LinearPlan:
         self.dense_idx = dense
         self.dense_w = np.ascontiguousarray(w[dense].reshape(len(dense), h * wd).T, dtype=self.ct)  # (H*W, kd)
         if self.fast:
-            full = np.iinfo(np.uint32).max
-            self.masks_u32 = np.where(self.masks, np.uint32(full), np.uint32(0)).astype(np.uint32)
+            # the kernel's operands: distinct non-zero row / column weight vectors and where each goes;
+            # masks with few column runs (discs, rings) as events on the column sums, the others in the
+            # data's type (0 or all ones) over their bands of rows
+            self.row_u, self.row_map = _distinct(self.row_w)
+            self.col_u, self.col_map = _distinct(self.col_w)
+            runs = [m for m in range(len(masks)) if _n_events(self.masks[m]) * EVENT_PIXELS
+                    <= (self.boxes[m, 1] - self.boxes[m, 0]) * wd]
+            flat = [m for m in range(len(masks)) if m not in runs]
+            self.events = mask_events(self.masks[runs])
+            self.n_run = len(runs)
+            kt = np.dtype(np.uint8) if self.dtype.kind == "b" else self.dtype
+            self.kernel_masks = np.where(self.masks[flat], kt.type(np.iinfo(kt).max), kt.type(0)).astype(kt).reshape(
+                len(flat), h * wd)
+            self.bands = np.ascontiguousarray(self.boxes[flat, :2])
+            self.kernel_mask_w = np.ascontiguousarray(self.mask_w[runs + flat])
         else:
             self.mask_dense = np.ascontiguousarray(self.masks.reshape(len(masks), h * wd).T, dtype=self.ct)
 
@@ -184,27 +288,12 @@ class LinearPlan:
             return out
         if self.fast:
             x = frames if frames.flags.c_contiguous else np.ascontiguousarray(frames)
-            rows = np.empty((n, h), np.uint32)
-            cols = np.zeros((n, wd if self.want_cols else 1), np.uint32)
-            msum = np.empty((n, len(self.masks_u32)), np.uint64)
-            kern = _kernels()["frame_sums"]
-            t = threads()
-            if t > 1 and n >= 8 * t:
-                bounds = np.linspace(0, n, t + 1).astype(int)
-                pool = _pool(t - 1)
-                futs = [pool.submit(kern, x[a:b], self.want_cols, self.masks_u32, self.boxes, rows[a:b],
-                                    cols[a:b], msum[a:b]) for a, b in zip(bounds[1:-1], bounds[2:])]
-                kern(x[:bounds[1]], self.want_cols, self.masks_u32, self.boxes, rows[:bounds[1]],
-                     cols[:bounds[1]], msum[:bounds[1]])
-                for fu in futs:
-                    fu.result()
-            else:
-                kern(x, self.want_cols, self.masks_u32, self.boxes, rows, cols, msum)
-            out += rows @ self.row_w
-            if self.want_cols:
-                out += cols @ self.col_w
-            if len(self.masks_u32):
-                out += msum.astype(np.float64) @ self.mask_w
+            if x.dtype.kind == "b":
+                x = x.view(np.uint8)
+            kern = _kernels()["frame_maps"]
+            args = (*self.events, self.n_run, self.kernel_masks, self.bands, self.row_u, self.row_map,
+                    self.col_u, self.col_map, self.kernel_mask_w)
+            _in_chunks(lambda a, b: kern(x[a:b], *args, out[a:b]), n, x[0].nbytes)
             if self.dense_idx:
                 out[:, self.dense_idx] = self._dense(frames)
             return out
@@ -349,9 +438,10 @@ def sample_mean_pattern(ds: Dataset4D, max_frames: int = 1024) -> np.ndarray:
         return hit[1]
     sy, sx = ds.scan_shape
     idx = sample_rows(sy, sx, max_frames)
-    acc = np.zeros(ds.detector_shape, dtype=np.float64)
+    # exact uint64 sums for counting-detector data (a float64 cast of the rows cost more than the whole pass)
+    acc = np.zeros(ds.detector_shape, dtype=np.uint64 if fast_dtype(ds.dtype) else np.float64)
     for r in idx:
-        acc += ds.rows(int(r), int(r) + 1).sum(axis=(0, 1), dtype=np.float64)
+        sum_frames(ds.rows(int(r), int(r) + 1).reshape(-1, *ds.detector_shape), acc)
     mean = acc / (len(idx) * sx)
     if len(_SAMPLES) > 8:
         _SAMPLES.clear()
