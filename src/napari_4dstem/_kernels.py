@@ -16,13 +16,13 @@ _FM = {"reassoc", "contract", "nsz"}
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_FM)
-def _sweep(x, f, rows, cols, est, ej, eq, es, em, acc):
+def _sweep(x, f, rows, cols, est, ej, eq, epos, vals):
     # One sweep over frame f: row sums ``rows`` (H,) and column sums ``cols`` (W,), uint32, four rows at
     # a time (the column accumulator is loaded and stored once per four rows); on the way, the masked
-    # sums of the "run" masks into acc (int64): a run of mask rows a:b in column j adds C_b(j) - C_a(j),
-    # C_i(j) being the sum of rows < i of column j, i.e. cols[j] at row i. Events are grouped by step:
-    # one step per four-row group (value: cols[j] + the group's first eq rows), then one per remaining
-    # row, then a last one (the column totals); est[s]:est[s + 1] are step s's events.
+    # sums of the "run" masks: a run of mask rows a:b in column j adds C_b(j) - C_a(j), C_i(j) being the
+    # sum of rows < i of column j, i.e. cols[j] at row i; each C goes to vals[epos[e]]. Events are grouped
+    # by step: one step per four-row group (value: cols[j] + the group's first eq rows), then one per
+    # remaining row, then a last one (the column totals); est[s]:est[s + 1] are step s's events.
     h, w = x.shape[1], x.shape[2]
     h4 = (h // 4) * 4
     for j in range(w):
@@ -38,7 +38,7 @@ def _sweep(x, f, rows, cols, est, ej, eq, es, em, acc):
             q = eq[e]
             v = (np.int64(cols[j]) + np.int64(q > 0) * np.int64(r0[j]) + np.int64(q > 1) * np.int64(r1[j])
                  + np.int64(q > 2) * np.int64(r2[j]))
-            acc[em[e]] += es[e] * v
+            vals[epos[e]] = v
         st += 1
         s0 = U32(0)
         s1 = U32(0)
@@ -60,7 +60,7 @@ def _sweep(x, f, rows, cols, est, ej, eq, es, em, acc):
         rows[g + 3] = s3
     for i in range(h4, h + 1):
         for e in range(est[st], est[st + 1]):
-            acc[em[e]] += es[e] * np.int64(cols[ej[e]])
+            vals[epos[e]] = np.int64(cols[ej[e]])
         st += 1
         if i == h:
             break
@@ -74,11 +74,12 @@ def _sweep(x, f, rows, cols, est, ej, eq, es, em, acc):
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_FM)
-def frame_maps(x, est, ej, eq, es, em, n_run, masks, bands, row_w, row_map, col_w, col_map, mask_map, out):
+def frame_maps(x, est, ej, eq, epos, ranges, masks, bands, row_w, row_map, col_w, col_map, mask_map, out):
     """out (n, K) float64 = the weighted sums of frames x (n, H, W) (unsigned 8/16-bit, C order).
 
-    Per frame, exact integer sums: row sums r and column sums c; the masked sums of ``n_run`` "run"
-    masks from the column sums (events ``est, ej, eq, es, em``, see ``_sweep``); and for each other mask
+    Per frame, exact integer sums: row sums r and column sums c; the masked sums of the "run" masks
+    from the column sums (events ``est, ej, eq, epos``, see ``_sweep``; mask m's sum is
+    ``vals[mid:end].sum() - vals[start:mid].sum()``, ``ranges[m] = start, mid, end``); for each other mask
     m (``masks`` (nm, H*W) in x's type, 0 or all ones: an AND selects) the masked sum over its band of
     rows ``bands[m, 0]:bands[m, 1]`` (one long loop over the band's contiguous pixels). Then
     ``out = (row_w @ r) @ row_map + (col_w @ c) @ col_map + msum @ mask_map`` with row_w (kr, H),
@@ -89,12 +90,11 @@ def frame_maps(x, est, ej, eq, es, em, n_run, masks, bands, row_w, row_map, col_
     kr, kc, k = row_w.shape[0], col_w.shape[0], out.shape[1]
     rows = np.empty(h, np.uint32)
     cols = np.empty(w, np.uint32)
-    acc = np.zeros(max(n_run, 1), np.int64)
+    n_run = ranges.shape[0]
+    vals = np.zeros(ej.shape[0], np.int64)
     xf = x.reshape(n, h * w)
     for f in range(n):
-        for m in range(n_run):
-            acc[m] = 0
-        _sweep(x, f, rows, cols, est, ej, eq, es, em, acc)
+        _sweep(x, f, rows, cols, est, ej, eq, epos, vals)
         o = out[f]
         for q in range(k):
             o[q] = 0.0
@@ -113,7 +113,14 @@ def frame_maps(x, est, ej, eq, es, em, n_run, masks, bands, row_w, row_map, col_
             for q in range(k):
                 o[q] += d * col_map[c, q]
         for m in range(n_run):
-            ms = np.float64(acc[m])
+            plus = vals[ranges[m, 1]:ranges[m, 2]]
+            minus = vals[ranges[m, 0]:ranges[m, 1]]
+            t = np.int64(0)
+            for p in range(plus.shape[0]):
+                t += plus[p]
+            for p in range(minus.shape[0]):
+                t -= minus[p]
+            ms = np.float64(t)
             for q in range(k):
                 o[q] += ms * mask_map[m, q]
         for m in range(nm):

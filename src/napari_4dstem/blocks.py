@@ -18,9 +18,10 @@ near the speed of reading the bytes (docs/analysis.md, "Bandwidth"). Other types
 """
 from __future__ import annotations
 
-import itertools
+import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 
 import numpy as np
 
@@ -85,41 +86,83 @@ def threads() -> int:
         return KERNEL_THREADS
 
 
-_POOL: dict = {}
+class Batch:
+    """The chunks of one block's kernel work: ``done()``, ``wait()`` (re-raises a chunk's error)."""
+
+    def __init__(self, n_jobs: int):
+        self._left = n_jobs
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        if n_jobs == 0:
+            self._done.set()
+
+    def run(self, fn, a: int, b: int) -> None:
+        try:
+            fn(a, b)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            self._error = e
+        finally:
+            with self._lock:
+                self._left -= 1
+                if self._left == 0:
+                    self._done.set()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, check: bool = True) -> None:
+        _help()  # run queued chunks (of this block or another) rather than sleep
+        self._done.wait()
+        if check and self._error is not None:
+            raise self._error
 
 
-def _pool(n: int) -> ThreadPoolExecutor:
-    if _POOL.get("n") != n:
-        if "pool" in _POOL:
-            _POOL["pool"].shutdown(wait=False)
-        _POOL.update(n=n, pool=ThreadPoolExecutor(n, thread_name_prefix="napari-4dstem-kernel"))
-    return _POOL["pool"]
+# Kernel chunks wait in one queue; threads() - 1 daemon workers and the thread that queued them take
+# them in turn (the kernel releases the GIL).
+_QUEUE: queue.SimpleQueue = queue.SimpleQueue()
+_WORKERS: list = []
+_START = threading.Lock()
 
 
-def _in_chunks(fn, n: int, frame_bytes: int) -> None:
+def _worker() -> None:
+    while True:
+        _QUEUE.get()()
+
+
+def _help() -> None:
+    while True:
+        try:
+            job = _QUEUE.get_nowait()
+        except queue.Empty:
+            return
+        job()
+
+
+def in_chunks(fn, n: int, frame_bytes: int) -> Batch:
     """``fn(a, b)`` over frames ``0:n`` in chunks of about :data:`CHUNK_BYTES`, on :func:`threads` threads.
 
-    The threads take the next chunk as they finish one (a shared counter), so a thread slowed by another
-    process on the machine holds up a block by at most one chunk."""
+    The calling thread takes chunks too until none is left, then returns without waiting for those
+    still running elsewhere: it can read the next block meanwhile (no barrier per block, so a thread
+    slowed by another process costs at most the chunk it holds). ``Batch.wait()`` before using results.
+    """
     t = threads()
     step = max(1, CHUNK_BYTES // max(frame_bytes, 1))
     n_chunks = -(-n // step)
     if t == 1 or n_chunks < 2:
-        fn(0, n)
-        return
-    counter = itertools.count()
-
-    def work():
-        while True:
-            c = next(counter)  # atomic under the GIL
-            if c >= n_chunks:
-                return
-            fn(c * step, min(n, (c + 1) * step))
-
-    futs = [_pool(t - 1).submit(work) for _ in range(min(t, n_chunks) - 1)]
-    work()
-    for fu in futs:
-        fu.result()
+        batch = Batch(1)
+        batch.run(fn, 0, n)
+        return batch
+    with _START:
+        while len(_WORKERS) < t - 1:
+            th = threading.Thread(target=_worker, name="napari-4dstem-kernel", daemon=True)
+            th.start()
+            _WORKERS.append(th)
+    batch = Batch(n_chunks)
+    for c in range(n_chunks):
+        _QUEUE.put(functools.partial(batch.run, fn, c * step, min(n, (c + 1) * step)))
+    _help()
+    return batch
 
 
 # -- the linear plan --------------------------------------------------------------------------------
@@ -168,12 +211,16 @@ def mask_events(masks: np.ndarray) -> tuple:
     """The column-run events of boolean masks (nm, H, W) for ``_kernels.frame_maps``.
 
     A run of rows a:b in column j of mask m adds ``C_b(j) - C_a(j)`` (C_i: sums of rows < i; C_0 = 0
-    needs no event). Returns ``(est, ej, eq, es, em)``: events sorted by the kernel's step (a four-row
-    group for b below the last multiple of 4, then one step per row, then the end), est[s]:est[s + 1]
-    those of step s; eq the rows of the group added to the column sums; es the sign; em the mask.
+    needs no event). Returns ``(est, ej, eq, epos, ranges)``: events in the kernel's order of steps (a
+    four-row group for b below the last multiple of 4, then one step per row, then the end),
+    est[s]:est[s + 1] those of step s, ej their column, eq the rows of the group added to the column
+    sums, epos where the kernel stores the value; ``ranges[m]`` = (start, mid, end): mask m's sum is
+    ``vals[mid:end].sum() - vals[start:mid].sum()`` (independent stores, no chain of additions).
     """
     nm, h = masks.shape[0], masks.shape[1]
-    bs, js, ss, ms = [], [], [], []
+    bs, js = [], []
+    ranges = np.zeros((nm, 3), np.int64)
+    n = 0
     for m in range(nm):
         d = np.diff(masks[m].astype(np.int8), axis=0, prepend=0, append=0)  # (h + 1, w)
         ia, ja = np.nonzero(d == 1)  # a run starts at row ia
@@ -181,19 +228,17 @@ def mask_events(masks: np.ndarray) -> tuple:
         keep = ia > 0
         bs += [ia[keep], ib]
         js += [ja[keep], jb]
-        ss += [np.full(int(keep.sum()), -1), np.ones(len(ib), np.int64)]
-        ms += [np.full(int(keep.sum()) + len(ib), m)]
+        ranges[m] = n, n + int(keep.sum()), n + int(keep.sum()) + len(ib)
+        n = int(ranges[m, 2])
     b = np.concatenate(bs).astype(np.int64) if bs else np.zeros(0, np.int64)
     j = np.concatenate(js).astype(np.int64) if js else np.zeros(0, np.int64)
-    s = np.concatenate(ss).astype(np.int64) if ss else np.zeros(0, np.int64)
-    mm = np.concatenate(ms).astype(np.int64) if ms else np.zeros(0, np.int64)
     h4 = h // 4 * 4
     step = np.where(b < h4, b // 4, h4 // 4 + (b - h4))
     q = np.where(b < h4, b % 4, 0)
     o = np.lexsort((j, step))
     n_steps = h4 // 4 + (h - h4) + 1
     est = np.searchsorted(step[o], np.arange(n_steps + 1)).astype(np.int64)
-    return est, j[o], q[o].astype(np.int64), s[o], mm[o]
+    return est, j[o], q[o].astype(np.int64), o.astype(np.int64), ranges
 
 
 class LinearPlan:
@@ -280,6 +325,21 @@ class LinearPlan:
         with _one_blas_thread():  # small GEMMs on several BLAS threads stall when a core is busy
             return self._sums(frames)
 
+    @property
+    def runs_async(self) -> bool:
+        """Whether :meth:`submit` can return before the sums are done (the compiled kernel alone)."""
+        return self.fast and not self.dense_idx
+
+    def submit(self, frames: np.ndarray, out: np.ndarray) -> Batch:
+        """Start the compiled kernel on ``frames`` into ``out`` (n, k) float64 rows; wait on the Batch."""
+        x = frames if frames.flags.c_contiguous else np.ascontiguousarray(frames)
+        if x.dtype.kind == "b":
+            x = x.view(np.uint8)
+        kern = _kernels()["frame_maps"]
+        args = (*self.events, self.kernel_masks, self.bands, self.row_u, self.row_map,
+                self.col_u, self.col_map, self.kernel_mask_w)
+        return in_chunks(lambda a, b: kern(x[a:b], *args, out[a:b]), x.shape[0], x[0].nbytes)
+
     def _sums(self, frames: np.ndarray) -> np.ndarray:
         n = frames.shape[0]
         h, wd = self.shape
@@ -287,13 +347,7 @@ class LinearPlan:
         if n == 0:
             return out
         if self.fast:
-            x = frames if frames.flags.c_contiguous else np.ascontiguousarray(frames)
-            if x.dtype.kind == "b":
-                x = x.view(np.uint8)
-            kern = _kernels()["frame_maps"]
-            args = (*self.events, self.n_run, self.kernel_masks, self.bands, self.row_u, self.row_map,
-                    self.col_u, self.col_map, self.kernel_mask_w)
-            _in_chunks(lambda a, b: kern(x[a:b], *args, out[a:b]), n, x[0].nbytes)
+            self.submit(frames, out).wait()
             if self.dense_idx:
                 out[:, self.dense_idx] = self._dense(frames)
             return out
