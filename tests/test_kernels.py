@@ -76,13 +76,14 @@ def test_mask_events_reproduce_each_mask():
         masks[0] = True
         x = rng.integers(0, 1000, (h, w))
         c = np.vstack([np.zeros((1, w), np.int64), np.cumsum(x, axis=0)])  # c[i] = sums of rows < i
-        est, ej, eq, epos, ranges = mask_events(masks)
+        est, ej, epos, ranges = mask_events(masks)
         h4 = h // 4 * 4
         vals = np.zeros(len(ej), np.int64)
-        for st in range(len(est) - 1):
+        for key in range(len(est) - 1):
+            st, q = divmod(key, 4)
             row = 4 * st if st < h4 // 4 else h4 + st - h4 // 4
-            for e in range(est[st], est[st + 1]):
-                vals[epos[e]] = c[row + eq[e], ej[e]]
+            for e in range(est[key], est[key + 1]):
+                vals[epos[e]] = c[row + q, ej[e]]
         got = [vals[b:e].sum() - vals[a:b].sum() for a, b, e in ranges]
         np.testing.assert_array_equal(got, (x * masks).sum(axis=(1, 2)))
 

@@ -16,13 +16,14 @@ _FM = {"reassoc", "contract", "nsz"}
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_FM)
-def _sweep(x, f, rows, cols, est, ej, eq, epos, vals):
+def _sweep(x, f, rows, cols, est, ej, epos, vals):
     # One sweep over frame f: row sums ``rows`` (H,) and column sums ``cols`` (W,), uint32, four rows at
     # a time (the column accumulator is loaded and stored once per four rows); on the way, the masked
     # sums of the "run" masks: a run of mask rows a:b in column j adds C_b(j) - C_a(j), C_i(j) being the
     # sum of rows < i of column j, i.e. cols[j] at row i; each C goes to vals[epos[e]]. Events are grouped
-    # by step: one step per four-row group (value: cols[j] + the group's first eq rows), then one per
-    # remaining row, then a last one (the column totals); est[s]:est[s + 1] are step s's events.
+    # by step (one per four-row group, then one per remaining row, then a last one: the column totals)
+    # and by q, the rows of the group to add to cols[j]: est[4 s + q]:est[4 s + q + 1] (four plain loops,
+    # no branch per event).
     h, w = x.shape[1], x.shape[2]
     h4 = (h // 4) * 4
     for j in range(w):
@@ -33,12 +34,18 @@ def _sweep(x, f, rows, cols, est, ej, eq, epos, vals):
         r1 = x[f, g + 1]
         r2 = x[f, g + 2]
         r3 = x[f, g + 3]
-        for e in range(est[st], est[st + 1]):
+        e0 = 4 * st
+        for e in range(est[e0], est[e0 + 1]):
+            vals[epos[e]] = np.int64(cols[ej[e]])
+        for e in range(est[e0 + 1], est[e0 + 2]):
             j = ej[e]
-            q = eq[e]
-            v = (np.int64(cols[j]) + np.int64(q > 0) * np.int64(r0[j]) + np.int64(q > 1) * np.int64(r1[j])
-                 + np.int64(q > 2) * np.int64(r2[j]))
-            vals[epos[e]] = v
+            vals[epos[e]] = np.int64(cols[j]) + np.int64(r0[j])
+        for e in range(est[e0 + 2], est[e0 + 3]):
+            j = ej[e]
+            vals[epos[e]] = np.int64(cols[j]) + np.int64(r0[j]) + np.int64(r1[j])
+        for e in range(est[e0 + 3], est[e0 + 4]):
+            j = ej[e]
+            vals[epos[e]] = np.int64(cols[j]) + np.int64(r0[j]) + np.int64(r1[j]) + np.int64(r2[j])
         st += 1
         s0 = U32(0)
         s1 = U32(0)
@@ -59,7 +66,7 @@ def _sweep(x, f, rows, cols, est, ej, eq, epos, vals):
         rows[g + 2] = s2
         rows[g + 3] = s3
     for i in range(h4, h + 1):
-        for e in range(est[st], est[st + 1]):
+        for e in range(est[4 * st], est[4 * st + 1]):
             vals[epos[e]] = np.int64(cols[ej[e]])
         st += 1
         if i == h:
@@ -74,11 +81,11 @@ def _sweep(x, f, rows, cols, est, ej, eq, epos, vals):
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_FM)
-def frame_maps(x, est, ej, eq, epos, ranges, masks, bands, row_w, row_map, col_w, col_map, mask_map, out):
+def frame_maps(x, est, ej, epos, ranges, masks, bands, row_w, row_map, col_w, col_map, mask_map, out):
     """out (n, K) float64 = the weighted sums of frames x (n, H, W) (unsigned 8/16-bit, C order).
 
     Per frame, exact integer sums: row sums r and column sums c; the masked sums of the "run" masks
-    from the column sums (events ``est, ej, eq, epos``, see ``_sweep``; mask m's sum is
+    from the column sums (events ``est, ej, epos``, see ``_sweep``; mask m's sum is
     ``vals[mid:end].sum() - vals[start:mid].sum()``, ``ranges[m] = start, mid, end``); for each other mask
     m (``masks`` (nm, H*W) in x's type, 0 or all ones: an AND selects) the masked sum over its band of
     rows ``bands[m, 0]:bands[m, 1]`` (one long loop over the band's contiguous pixels). Then
@@ -94,7 +101,7 @@ def frame_maps(x, est, ej, eq, epos, ranges, masks, bands, row_w, row_map, col_w
     vals = np.zeros(ej.shape[0], np.int64)
     xf = x.reshape(n, h * w)
     for f in range(n):
-        _sweep(x, f, rows, cols, est, ej, eq, epos, vals)
+        _sweep(x, f, rows, cols, est, ej, epos, vals)
         o = out[f]
         for q in range(k):
             o[q] = 0.0

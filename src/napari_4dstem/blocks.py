@@ -211,11 +211,12 @@ def mask_events(masks: np.ndarray) -> tuple:
     """The column-run events of boolean masks (nm, H, W) for ``_kernels.frame_maps``.
 
     A run of rows a:b in column j of mask m adds ``C_b(j) - C_a(j)`` (C_i: sums of rows < i; C_0 = 0
-    needs no event). Returns ``(est, ej, eq, epos, ranges)``: events in the kernel's order of steps (a
-    four-row group for b below the last multiple of 4, then one step per row, then the end),
-    est[s]:est[s + 1] those of step s, ej their column, eq the rows of the group added to the column
-    sums, epos where the kernel stores the value; ``ranges[m]`` = (start, mid, end): mask m's sum is
-    ``vals[mid:end].sum() - vals[start:mid].sum()`` (independent stores, no chain of additions).
+    needs no event). Returns ``(est, ej, epos, ranges)``: events in the kernel's order of steps (a
+    four-row group for b below the last multiple of 4, then one step per row, then the end) and of q,
+    the rows of the group to add to the column sums: est[4 s + q]:est[4 s + q + 1] those of step s with
+    q; ej their column; epos where the kernel stores the value; ``ranges[m]`` = (start, mid, end): mask
+    m's sum is ``vals[mid:end].sum() - vals[start:mid].sum()`` (independent stores, no chain of
+    additions).
     """
     nm, h = masks.shape[0], masks.shape[1]
     bs, js = [], []
@@ -235,10 +236,11 @@ def mask_events(masks: np.ndarray) -> tuple:
     h4 = h // 4 * 4
     step = np.where(b < h4, b // 4, h4 // 4 + (b - h4))
     q = np.where(b < h4, b % 4, 0)
-    o = np.lexsort((j, step))
+    key = 4 * step + q
+    o = np.lexsort((j, key))
     n_steps = h4 // 4 + (h - h4) + 1
-    est = np.searchsorted(step[o], np.arange(n_steps + 1)).astype(np.int64)
-    return est, j[o], q[o].astype(np.int64), o.astype(np.int64), ranges
+    est = np.searchsorted(key[o], np.arange(4 * n_steps + 1)).astype(np.int64)
+    return est, j[o], o.astype(np.int64), ranges
 
 
 class LinearPlan:
