@@ -19,6 +19,7 @@ near the speed of reading the bytes (docs/analysis.md, "Bandwidth"). Other types
 from __future__ import annotations
 
 import functools
+import math
 import os
 import queue
 import threading
@@ -118,6 +119,8 @@ class Batch:
             raise self._error
 
 
+_DONE = Batch(0)  # work done in the calling thread
+
 # Kernel chunks wait in one queue; threads() - 1 daemon workers and the thread that queued them take
 # them in turn (the kernel releases the GIL).
 _QUEUE: queue.SimpleQueue = queue.SimpleQueue()
@@ -150,9 +153,8 @@ def in_chunks(fn, n: int, frame_bytes: int) -> Batch:
     step = max(1, CHUNK_BYTES // max(frame_bytes, 1))
     n_chunks = -(-n // step)
     if t == 1 or n_chunks < 2:
-        batch = Batch(1)
-        batch.run(fn, 0, n)
-        return batch
+        fn(0, n)
+        return _DONE
     with _START:
         while len(_WORKERS) < t - 1:
             th = threading.Thread(target=_worker, name="napari-4dstem-kernel", daemon=True)
@@ -180,19 +182,26 @@ def _cost(box, fast: bool) -> int:
 
 
 def _distinct(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``w`` (L, k) as ``u.T @ m``: u (r, L) its distinct non-zero columns, m (r, k) 0/1 where each goes."""
-    seen: dict[bytes, int] = {}
-    cols, where = [], []
+    """``w`` (L, k) as ``u.T @ m``: u (r, L) its distinct non-zero columns up to a factor (COM's
+    ``j - cx`` has the row part ``-cx``, a multiple of the total's ones), m (r, k) the factors."""
+    cols: list[np.ndarray] = []
+    where = []
     for o in range(w.shape[1]):
-        if np.any(w[:, o]):
-            key = np.ascontiguousarray(w[:, o]).tobytes()
-            if key not in seen:
-                seen[key] = len(cols)
-                cols.append(w[:, o])
-            where.append((seen[key], o))
+        v = w[:, o]
+        nz = np.flatnonzero(v)
+        if not len(nz):
+            continue
+        for r, u in enumerate(cols):
+            c = v[nz[0]] / u[nz[0]] if u[nz[0]] else 0.0
+            if c and np.array_equal(v, c * u):
+                where.append((r, o, c))
+                break
+        else:
+            where.append((len(cols), o, 1.0))
+            cols.append(v)
     m = np.zeros((len(cols), w.shape[1]))
-    for r, o in where:
-        m[r, o] = 1.0
+    for r, o, c in where:
+        m[r, o] = c
     return np.array(cols, dtype=np.float64).reshape(len(cols), w.shape[0]), m
 
 
@@ -522,7 +531,7 @@ def release_pages(data, rows: slice) -> None:
     if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
         return
     try:
-        row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize
+        row_bytes = math.prod(data.shape[1:]) * data.dtype.itemsize
         if not data.flags.c_contiguous:
             return
         start = data.offset % mmap.ALLOCATIONGRANULARITY + rows.start * row_bytes
