@@ -6,13 +6,15 @@ that cost least to evaluate:
 
 * additive-separable maps ``w = a(i) + b(j)`` (the frame total, COM's ``i - cy`` and ``j - cx``, dark-field
   row bands, the second moment) come from the per-frame detector row sums and column sums;
-* two-valued maps (virtual detector masks) from the row sums plus one masked sum over the bounding box of
-  the mask or of its complement, whichever is smaller (an ADF ring to the edge is the total minus a disc);
+* two-valued maps (virtual detector masks) from the row sums plus one masked sum of the mask or of its
+  complement, whichever spans fewer rows (an ADF ring to the edge is the total minus a disc);
 * anything else from a matrix product ``(frames, H*W) @ (H*W, k)``.
 
 For unsigned 8/16-bit data (counting detectors) the row, column and masked sums are integer sums made by
-one compiled pass over each frame (numba), exact by construction, and combined in float64; that pass runs
-near the speed of reading the bytes (docs/analysis.md, "Bandwidth"). Other types are cast piece by piece
+one compiled sweep over each frame (numba, :mod:`._kernels`), exact by construction, and combined in
+float64 in the same kernel. A mask made of few column runs (discs, rings) costs no extra pass: its sum is
+read off the running column sums at the rows where its runs start and end (:func:`mask_events`); other
+masks are summed over their band of rows (docs/analysis.md, "Bandwidth"). Other types are cast piece by piece
 (float32 data stay float32, integers go to float64 so that sums stay exact). The executor
 (:mod:`napari_4dstem.executor`) drives these kernels over the data.
 """
@@ -34,12 +36,12 @@ from .progress import Steps
 MATMUL_BLOCK_BYTES = 16 * 2**20
 #: Bytes of one piece of a block cast and multiplied at a time on the generic path (fits in L2 cache).
 PIECE_BYTES = 512 * 2**10
-#: Threads sharing the frames of a block in the compiled kernel (it releases the GIL). The kernel does
-#: about 5x the work per byte of a plain sum, so one core is not enough to keep up with reading
-#: (docs/analysis.md, "Bandwidth"); ``NAPARI_4DSTEM_THREADS`` overrides.
+#: Threads sharing the frames in the compiled kernel (it releases the GIL): one core's kernel takes
+#: about 1.3x the CPU time of a plain sum over page-cached bytes (docs/analysis.md, "Bandwidth");
+#: ``NAPARI_4DSTEM_THREADS`` overrides.
 KERNEL_THREADS = max(1, min(2, os.cpu_count() or 1))
 #: Bytes of frames one kernel call takes: big enough that the ~6 us call costs little, small enough that
-#: the threads finish a block together.
+#: a thread slowed by another process holds back little work.
 CHUNK_BYTES = 2 * 2**20
 
 
