@@ -110,3 +110,17 @@ def test_sample_mean_pattern_is_exact_for_counts():
     f = np.random.default_rng(0).random((3, 2, 5, 6)).astype(np.float32)
     np.testing.assert_allclose(sample_mean_pattern(as_dataset(f), max_frames=4),
                                f[[0, 2]].astype(np.float64).mean(axis=(0, 1)), rtol=1e-12)
+
+
+def test_thread_count_follows_the_setting_and_the_load(monkeypatch):
+    monkeypatch.delenv("NAPARI_4DSTEM_THREADS", raising=False)
+    monkeypatch.setattr(blocks.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(blocks, "KERNEL_THREADS", 2)
+    monkeypatch.setattr(blocks.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    assert blocks.threads() == 2
+    monkeypatch.setattr(blocks.os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # every core busy elsewhere
+    assert blocks.threads() == 1
+    monkeypatch.setenv("NAPARI_4DSTEM_THREADS", "2")
+    assert blocks.threads() == 2
+    monkeypatch.setenv("NAPARI_4DSTEM_THREADS", "x")
+    assert blocks.threads() == 1

@@ -82,11 +82,20 @@ def _kernels():
 
 
 def threads() -> int:
-    """Threads for the compiled kernel: ``NAPARI_4DSTEM_THREADS`` or :data:`KERNEL_THREADS`."""
+    """Threads for the compiled kernel: ``NAPARI_4DSTEM_THREADS``, else :data:`KERNEL_THREADS`, or one
+    while other work keeps every core busy (1-minute load average above the cores + 1): there a second
+    thread adds no CPU share and the maps pass ran 12-17 % slower with it (docs/analysis.md, "Bandwidth")."""
+    env = os.environ.get("NAPARI_4DSTEM_THREADS")
+    if env is not None:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            pass
     try:
-        return max(1, int(os.environ.get("NAPARI_4DSTEM_THREADS", KERNEL_THREADS)))
-    except ValueError:
-        return KERNEL_THREADS
+        busy = os.getloadavg()[0] > (os.cpu_count() or 1) + 1
+    except (OSError, AttributeError):  # not on every platform
+        busy = False
+    return 1 if busy else KERNEL_THREADS
 
 
 class Batch:
