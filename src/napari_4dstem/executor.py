@@ -188,9 +188,13 @@ class _Plan:
     def _sig_shape(self, b: Buffer):
         return tuple(self.detector_shape) + tuple(b.shape) if b.shape == () else b.shape
 
-    def process(self, part: dict, f0: int, frames: np.ndarray, first: bool, ds) -> None:
+    def process(self, part: dict, f0: int, frames: np.ndarray, first: bool, ds):
+        """Reduce one piece of frames; returns the compiled kernel's Batch when it still runs, else None."""
         n = frames.shape[0]
-        if self.linear is not None:
+        batch = None
+        if self.linear is not None and self.linear.runs_async:  # unsigned data: nothing to check
+            batch = self.linear.submit(frames, part["lin"][f0:f0 + n])
+        elif self.linear is not None:
             res = self.linear(frames)
             part["lin"][f0:f0 + n] = res
             if self.total_col is not None and self.signed:
@@ -203,6 +207,7 @@ class _Plan:
                 continue
             views = {name: (bufs[name][f0:f0 + n] if b.kind == "nav" else bufs[name]) for name, b in decl.items()}
             r.process(frames, views)
+        return batch
 
     def merge(self, total: dict, part: dict, f0: int) -> None:
         n = None
@@ -252,16 +257,31 @@ def _iter_rows(ds: Dataset4D, plan: _Plan, y0: int, y1: int, window, block_bytes
         part = plan.new_partial((y1 - y0) * nx)
     step = ds.rows_per_block(block_bytes)
     full_width = wx0 == 0 and wx1 == ds.scan_shape[1]
-    for a in range(y0, y1, step):
-        b = min(y1, a + step)
-        block = ds.rows(wy0 + a, wy0 + b)
-        if not full_width:
-            block = block[:, wx0:wx1]
-        for off, frames in _frames_of(block):
-            plan.process(part, (a - y0) * nx + off, frames, a == y0 and off == 0, ds)
-        del block
-        release_pages(ds.data, slice(wy0 + a, wy0 + b))
-        yield b - a
+    # the kernel's last chunks of a block may still run while the next block is read: a block's pages
+    # are released once its chunks are done, and all are awaited before the partial is returned
+    pending: list = []
+    ok = False
+    try:
+        for a in range(y0, y1, step):
+            b = min(y1, a + step)
+            block = ds.rows(wy0 + a, wy0 + b)
+            if not full_width:
+                block = block[:, wx0:wx1]
+            batches = [plan.process(part, (a - y0) * nx + off, frames, a == y0 and off == 0, ds)
+                       for off, frames in _frames_of(block)]
+            del block
+            pending.append(([bt for bt in batches if bt is not None], slice(wy0 + a, wy0 + b)))
+            while pending and all(bt.done() for bt in pending[0][0]):
+                for bt in pending[0][0]:
+                    bt.wait()  # raises a chunk's error
+                release_pages(ds.data, pending.pop(0)[1])
+            yield b - a
+        ok = True
+    finally:
+        for batches, rows in pending:
+            for bt in batches:
+                bt.wait(check=ok)
+            release_pages(ds.data, rows)
     return part
 
 
