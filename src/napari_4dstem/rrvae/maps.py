@@ -190,6 +190,65 @@ def defect_map(maps: LatentMaps, radius: int = 3, step: int = 1, smooth: float =
     return (e / med if med > 0 else e).astype(np.float32)
 
 
+def site_scores(m: np.ndarray, defect_points, intact_sites, radius: float = 4.0, circular: bool = False) -> dict:
+    """How a map singles out a defect against the intact atom sites of the same scan.
+
+    Each point ``p = (y, x)`` gets ``s(p) = zscore_at(m, p, radius)`` (the largest robust |z| of the map within
+    ``radius`` px). The defect's ``s_defect`` is the largest over ``defect_points``; returned with the largest
+    and the mean/std (ddof 1) over ``intact_sites``, the site z ``(s_defect - mean) / std`` and ``singled_out``
+    (``s_defect > intact_max``). ``circular``: ``m`` is an angle (scored as its wrapped deviation from the
+    circular mean). docs/rrvae.md, "Defects without atomic-number contrast".
+    """
+    m = np.asarray(m, np.float64)
+    if circular:
+        m = np.angle(np.exp(1j * (m - np.angle(np.exp(1j * m).mean()))))
+    s_int = np.array([zscore_at(m, q, radius) for q in intact_sites], np.float64)
+    pts = list(defect_points)
+    s_d = max(zscore_at(m, q, radius) for q in pts) if pts else float("nan")
+    sd = float(s_int.std(ddof=1)) if len(s_int) > 1 else float("nan")
+    return {"s_defect": float(s_d), "intact_max": float(s_int.max()) if len(s_int) else float("nan"),
+            "intact_mean": float(s_int.mean()) if len(s_int) else float("nan"), "intact_std": sd,
+            "n_intact": int(len(s_int)), "site_z": float((s_d - s_int.mean()) / sd) if sd > 0 else float("nan"),
+            "singled_out": bool(s_d > s_int.max()) if pts and len(s_int) else None}
+
+
+#: Alarm threshold of :func:`defect_alarm` (robust z of the highest peak against the other peaks; docs/rrvae.md,
+#: "Defects without atomic-number contrast": the largest value on defect-free abTEM graphene scans stays below).
+DEFECT_ALARM_THRESHOLD = 5.0
+
+
+def defect_alarm(outlier: np.ndarray, edge: int = 8, exclude: float = 8.0,
+                 threshold: float = DEFECT_ALARM_THRESHOLD) -> dict:
+    """Whether a defect map's highest value stands out from the rest of the scan (its own null).
+
+    ``l = log(outlier)`` (the squared distances are chi-square-like, their logs nearly symmetric) on the
+    positions at least ``edge`` px inside the scan (nearer the edge the map is unreliable, see docs/rrvae.md).
+    The highest position is scored by leaving its neighbourhood out: ``z = (l_max - median) / (1.4826 MAD)``
+    with median and MAD over the inner positions farther than ``exclude`` px from it (a defect's own blob
+    does not widen its null). ``alarm`` when ``z > threshold``. No atom positions needed.
+
+    Returns ``{"score": z, "alarm": bool, "threshold", "where": (y, x)}`` and ``z_map``, the whole map
+    in the same units.
+    """
+    m = np.log(np.maximum(np.asarray(outlier, np.float64), 1e-12))
+    h, w = m.shape
+    e = int(max(0, min(edge, (min(h, w) - 3) // 2)))
+    inner = np.zeros(m.shape, bool)
+    inner[e:h - e, e:w - e] = True
+    where = np.unravel_index(int(np.argmax(np.where(inner, m, -np.inf))), m.shape)
+    yy, xx = np.indices(m.shape)
+    rest = m[inner & (np.hypot(yy - where[0], xx - where[1]) > exclude)]
+    if rest.size < 8:
+        rest = m[inner]
+    med = float(np.median(rest))
+    mad = 1.4826 * float(np.median(np.abs(rest - med)))
+    if not mad > 0:
+        mad = float(rest.std()) or 1.0
+    z = (m[where] - med) / mad
+    return {"score": float(z), "alarm": bool(z > threshold), "threshold": float(threshold),
+            "where": (int(where[0]), int(where[1])), "z_map": ((m - med) / mad).astype(np.float32)}
+
+
 # -- the one function that turns a trained model into maps (CLI pipeline and GUI) ------------------
 MAP_KEYS = ("angle", "angle_sd", "latents", "latent_sd", "translations", "translation_sd")
 
