@@ -8,14 +8,16 @@ its defaults in the fast mode, plus the Zernike motifs::
 
 (once: an existing results file is scored again without re-running), and every map in the file is scored.
 
-The site score (docs/rrvae.md, "Defects without atomic-number contrast"): for a map ``m`` and a point ``p``,
-``s(p) = napari_4dstem.rrvae.zscore_at(m, p, 4)``: the largest robust ``|m - median| / (1.4826 MAD)`` over
-the scan pixels within 4 px (0.48 A) of ``p``. Angle maps are first turned into their wrapped deviation from
-their circular mean. Intact sites: the atoms of NAME.json at least 4 px inside the scan and more than 2 A from
-every defect point. The defect's score ``s_d`` is the largest ``s`` over its points (the removed or substituted
-atom; for Stone-Wales the bond midpoint and both rotated atoms). Reported: ``s_d``, the largest intact
-``s`` (``intact max``), and the site z ``(s_d - mean_intact s) / std_intact s``; a map "singles out" the defect
-when ``s_d > intact max``. A defect-free scan (pristine) reports the largest ``s`` over all its sites.
+The site z (docs/rrvae.md, "Defects without atomic-number contrast"; ``napari_4dstem.rrvae.site_scores``):
+each atom site's value is the map's mean within 1.5 px; intact sites are the atoms of NAME.json at least
+4 px inside the scan and more than 2 A from every defect point (the removed or substituted atom; for
+Stone-Wales the bond midpoint and both rotated atoms). ``z = (v_defect - mean v_intact) / std v_intact``
+(the defect point with the largest |z|); each intact site gets the same z against the other intact sites, and
+a map "singles out" the defect when ``|z_defect| >`` every intact site's ``|z|`` (``intact max``). Angle maps
+are scored as their wrapped deviation from the circular mean. Also printed: the robust peak score of
+acceptance_rrvae.py / bench_zernike.py (``zscore_at``, largest robust |z| within 4 px) at the defect and its
+largest value over the intact sites. ``--offline``: the classical and Zernike maps computed here (cached in
+RESULTS/offline_*.npz), no rrVAE.
 
 Extra noise seeds: ``noisy@SEED`` is a fresh Poisson draw at 1e4 e/pattern from the ``clean`` key blurred by the
 0.75 A source (Gaussian, ``mode="nearest"`` at the scan edge: the simulation blurred a larger scan, so the
@@ -40,10 +42,23 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DATA = Path("/work/wt/data/abtem_defects") if Path("/work/wt/data/abtem_defects").exists() else \
     HERE / ".data" / "abtem_defects"
-EXCLUDE_A, MARGIN_PX, RADIUS_PX = 2.0, 4, 4.0
+EXCLUDE_A, MARGIN_PX, RADIUS_PX, SITE_RADIUS_PX = 2.0, 4, 4.0, 1.5
 CIRCULAR = {"com/angle", "rrvae/angle", "zernike/angle"}
 MAIN = ("rrvae/outlier", "rrvae/angle", "rrvae/latents[0]", "rrvae/latents[1]", "rrvae/reconstruction_error",
-        "com/magnitude", "com/icom", "virtual/bf", "virtual/adf", "zernike/outlier", "zernike/class_distance")
+        "com/magnitude", "com/icom", "virtual/bf", "virtual/adf", "zernike/outlier", "zernike/class_distance",
+        "virtual/adf_fixed", "baseline/com_adf_outlier")
+
+
+def classical_outlier(maps: dict) -> np.ndarray:
+    """The rrVAE's defect-map recipe on classical maps (COM x, COM y, virtual ADF) instead of the encoded maps:
+    does the rrVAE add anything beyond the neighbourhood comparison?"""
+    from scipy import ndimage
+
+    from napari_4dstem.rrvae import neighbourhood_outlier
+
+    d = neighbourhood_outlier(np.stack([maps["com/x"], maps["com/y"], maps["virtual/adf"]]), radius=3, smooth=1.0)
+    e = ndimage.gaussian_filter(d.astype(np.float64) ** 2, 3.0, mode="nearest")
+    return e / np.median(e)
 
 
 def defect_points(meta) -> list:
@@ -70,10 +85,19 @@ def intact_sites(meta, shape, margin=MARGIN_PX) -> list:
 
 
 def site_scores(m: np.ndarray, meta, circular: bool = False) -> dict:
-    """The defect's and the intact sites' scores of one map (see the module docstring)."""
+    """The defect's site z against the intact sites (primary), and the robust peak score within 4 px."""
     from napari_4dstem.rrvae import site_scores as score
+    from napari_4dstem.rrvae import zscore_at
 
-    return score(m, defect_points(meta), intact_sites(meta, np.shape(m)), RADIUS_PX, circular)
+    dps, ints = defect_points(meta), intact_sites(meta, np.shape(m))
+    out = score(m, dps, ints, SITE_RADIUS_PX, circular)
+    mm = np.asarray(m, np.float64)
+    if circular:
+        mm = np.angle(np.exp(1j * (mm - np.angle(np.exp(1j * mm).mean()))))
+    pk = [zscore_at(mm, q, RADIUS_PX) for q in ints]
+    out["peak_z"] = max(zscore_at(mm, q, RADIUS_PX) for q in dps) if dps else float("nan")
+    out["peak_intact_max"] = float(max(pk))
+    return out
 
 
 def read_maps(h5) -> dict:
@@ -90,6 +114,29 @@ def read_maps(h5) -> dict:
                 out[f"{name}[{k}]"] = ch
 
     h5.visititems(visit)
+    return out
+
+
+def fixed_adf(x: np.ndarray) -> np.ndarray:
+    """A virtual ADF with a fixed annulus, 40-80 mrad (16 px to the edge of the 2.5 mrad/px detector, beyond
+    the 31 mrad disc): ``analyze``'s ADF takes its inner radius from the data, which moves with the noise."""
+    import napari_4dstem
+
+    return napari_4dstem.virtual_image(x, kind="annulus", inner=16.0, outer=32.0).image
+
+
+def classical_maps(x: np.ndarray) -> dict:
+    """The maps ``analyze --no-rrvae --zernike`` makes, computed here (same library calls, defaults)."""
+    import napari_4dstem
+    from napari_4dstem.motifs import zernike_motifs
+
+    com = napari_4dstem.center_of_mass(x)
+    out = {"com/x": com.x, "com/y": com.y, "com/magnitude": com.magnitude, "com/icom": com.icom,
+           "com/angle": com.angle, "virtual/bf": napari_4dstem.virtual_image(x, kind="bf").image,
+           "virtual/adf": napari_4dstem.virtual_image(x, kind="adf").image}
+    out["virtual/adf_fixed"] = fixed_adf(x)
+    z = zernike_motifs(x)
+    out["zernike/outlier"], out["zernike/class_distance"] = z.outlier, z.class_distance
     return out
 
 
@@ -114,11 +161,45 @@ def seed_file(npz: Path, seed: int, folder: Path) -> Path:
 
 def analyze(npz: Path, key: str, out: Path, extra=()) -> float:
     exe = Path(sys.executable).parent / "napari-4dstem"
-    cmd = ["nice", str(exe), "analyze", str(npz), "--key", key, "--fast", "--zernike", "-o", str(out), "--quiet",
+    cmd = [str(exe), "analyze", str(npz), "--key", key, "--fast", "--zernike", "-o", str(out), "--quiet",
            "--overwrite", *extra]
     t0 = time.perf_counter()
     subprocess.check_call(cmd)
     return time.perf_counter() - t0
+
+
+def table(rows: list, kinds=("vacancy", "si", "n", "stone_wales", "pristine")) -> str:
+    """Markdown: per map and kind, ``site z / intact max |z|`` (bold where singled out) for clean and 1e5, and
+    for 1e4 e/pattern over all its noise seeds ``k/n`` singled out with the means (pristine: intact max)."""
+    groups = (("clean", lambda k: k == "clean"), ("1e5", lambda k: k == "noisy_1e5"),
+              ("1e4", lambda k: k == "noisy" or k.startswith("noisy@")))
+    maps = list(dict.fromkeys(r["map"] for r in rows))
+    kinds = [k for k in kinds if any(r["kind"] == k for r in rows)]
+    out = []
+    for gname, sel in groups:
+        sub = [r for r in rows if sel(r["key"])]
+        if not sub:
+            continue
+        n_seeds = {k: len({r["key"] for r in sub if r["kind"] == k}) for k in kinds}
+        out.append(f"\n**{gname}** ({', '.join(f'{k}: {n_seeds[k]}' for k in kinds)} noise realisations)\n")
+        out.append("| map | " + " | ".join(kinds) + " |")
+        out.append("|---" * (len(kinds) + 1) + "|")
+        for m in maps:
+            cells = []
+            for k in kinds:
+                rs = [r for r in sub if r["kind"] == k and r["map"] == m]
+                if not rs:
+                    cells.append("")
+                elif k == "pristine":
+                    cells.append(f"{np.mean([r['intact_max'] for r in rs]):.1f}")
+                else:
+                    hit = sum(bool(r["singled_out"]) for r in rs)
+                    c = (f"{np.mean([r['site_z'] for r in rs]):+.1f} / "
+                         f"{np.mean([r['intact_max'] for r in rs]):.1f}")
+                    c = f"{hit}/{len(rs)}: {c}" if len(rs) > 1 else c
+                    cells.append(f"**{c}**" if hit == len(rs) else c)
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def main(argv=None) -> int:
@@ -131,7 +212,13 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default="", help="suffix of the results files (e.g. for another set of defaults)")
     ap.add_argument("--no-run", action="store_true", help="score existing results files only")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--table", nargs="+", type=Path, metavar="JSON", help="print the markdown table of these files")
+    ap.add_argument("--offline", action="store_true",
+                    help="no rrVAE: compute the classical and Zernike maps here (no results files)")
     a = ap.parse_args(argv)
+    if a.table:
+        print(table([r for f in a.table for r in json.loads(f.read_text())]))
+        return 0
     import h5py
 
     from napari_4dstem.rrvae.maps import defect_alarm
@@ -149,24 +236,44 @@ def main(argv=None) -> int:
                 src, k = seed_file(npz, int(key.split("@")[1]), a.results / "seeds"), "noisy"
             out = a.results / f"{kind}_{key.replace('@', '_s')}{a.tag}.h5"
             secs = None
-            if not out.exists():
+            if a.offline:
+                cache = a.results / f"offline_{kind}_{key.replace('@', '_s')}.npz"
+                if cache.exists():
+                    with np.load(cache) as c:
+                        maps = {n.replace("__", "/"): c[n] for n in c.files}
+                else:
+                    with np.load(src) as z:
+                        maps = classical_maps(np.ascontiguousarray(z[k]))
+                    a.results.mkdir(parents=True, exist_ok=True)
+                    np.savez(cache, **{n.replace("/", "__"): v for n, v in maps.items()})
+            elif not out.exists():
                 if a.no_run:
                     continue
                 a.results.mkdir(parents=True, exist_ok=True)
                 secs = analyze(src, k, out)
-            with h5py.File(out) as h:
-                maps = read_maps(h)
+            if not a.offline:
+                with h5py.File(out) as h:
+                    maps = read_maps(h)
+            if "virtual/adf_fixed" not in maps:
+                with np.load(src) as z:
+                    maps["virtual/adf_fixed"] = fixed_adf(np.ascontiguousarray(z[k]))
+            maps["baseline/com_adf_outlier"] = classical_outlier(maps)
             names = [n for n in (MAIN if a.maps == "main" else sorted(maps)) if n in maps]
             alarm = defect_alarm(maps["rrvae/outlier"]) if "rrvae/outlier" in maps else None
-            print(f"\n{kind} {key}{' (' + format(secs, '.0f') + ' s)' if secs else ''}: defect alarm "
-                  f"{alarm['score']:.2f} (threshold {alarm['threshold']:g}) at {alarm['where']}" if alarm else "")
+            base_alarm = defect_alarm(maps["baseline/com_adf_outlier"])
+            print(f"\n{kind} {key}{' (' + format(secs, '.0f') + ' s)' if secs else ''}: "
+                  + (f"rrVAE defect alarm {alarm['score']:.2f} (threshold {alarm['threshold']:g}) at "
+                     f"{alarm['where']}; " if alarm else "")
+                  + f"COM+ADF outlier alarm {base_alarm['score']:.2f} at {base_alarm['where']}", flush=True)
             for n in names:
                 sc = site_scores(maps[n], meta, n in CIRCULAR)
                 rows.append({"kind": kind, "key": key, "map": n, **sc,
-                             **({"alarm": alarm["score"]} if n == "rrvae/outlier" and alarm else {})})
+                             **({"alarm": alarm["score"]} if n == "rrvae/outlier" and alarm else {}),
+                             **({"alarm": base_alarm["score"]} if n == "baseline/com_adf_outlier" else {})})
                 flag = {True: "YES", False: "-", None: ""}[sc["singled_out"]]
-                print(f"  {n:28s} s_d {sc['s_defect']:7.2f}  intact max {sc['intact_max']:6.2f} "
-                      f"(n {sc['n_intact']:2d})  site z {sc['site_z']:6.2f}  {flag}")
+                print(f"  {n:28s} site z {sc['site_z']:7.2f}  intact max |z| {sc['intact_max']:6.2f} "
+                      f"(n {sc['n_intact']:2d})  {flag:3s}  peak z {sc['peak_z']:6.2f} / intact "
+                      f"{sc['peak_intact_max']:5.2f}", flush=True)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
     return 0

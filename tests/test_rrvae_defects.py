@@ -18,19 +18,26 @@ def _sites(shape=(64, 64), period=(10.3, 11.9), margin=4):
 
 
 def test_site_scores_planted_outlier_analytic():
-    # a constant map with one pixel raised by a: median 0, MAD 0 -> falls back to the std; the plain z is
-    # analytic: std of a map with one value a among n is a sqrt(n - 1) / n
+    # intact sites with values 0..4 (mean 2, std sqrt(2.5)) and a defect of 10: z = 8 / sqrt(2.5); leave-one-out
+    # z of the extreme intact sites: (4 - 1.5) / std(0, 1, 2, 3) = 2.5 / sqrt(5 / 3)
+    m = np.zeros((32, 32))
+    intact = [(4, 4), (4, 20), (20, 4), (27, 27), (12, 28)]
+    for v, (y, x) in enumerate(intact):
+        m[y, x] = v
+    m[15, 15] = 10.0
+    r = site_scores(m, [(15, 15)], intact, radius=0.4)
+    assert r["site_z"] == pytest.approx(8 / np.sqrt(2.5))
+    assert r["intact_max"] == pytest.approx(2.5 / np.sqrt(5 / 3))
+    assert r["singled_out"] is True and r["n_intact"] == 5
+    m[15, 15] = -6.0  # a hole (a vacancy in an ADF image) counts the same, with its sign
+    r = site_scores(m, [(15, 15), (0, 31)], intact, radius=0.4)  # the most deviant of several defect points
+    assert r["site_z"] == pytest.approx(-8 / np.sqrt(2.5)) and r["singled_out"]
+    m[15, 15] = 3.0
+    assert site_scores(m, [(15, 15)], intact, radius=0.4)["singled_out"] is False
+    # the robust peak score (the project's earlier z): constant map, one raised pixel: analytic std fallback
     m = np.zeros((32, 32))
     m[10, 12] = 5.0
-    n = m.size
-    z_exp = (5.0 - 0.0) / (5.0 * np.sqrt(n - 1) / n)  # (m - median) / std, median 0
-    assert zscore_at(m, (10, 12), 4) == pytest.approx(z_exp)
-    intact = [(25, 25), (5, 28), (28, 4)]
-    r = site_scores(m, [(11, 13)], intact)
-    assert r["s_defect"] == pytest.approx(z_exp)
-    assert r["intact_max"] == pytest.approx(0.0)
-    assert r["singled_out"] is True
-    assert np.isnan(r["site_z"]) or r["site_z"] > 1e6  # intact scores are all 0: no spread
+    assert zscore_at(m, (10, 12), 4) == pytest.approx(5.0 / (5.0 * np.sqrt(m.size - 1) / m.size))
 
 
 def test_site_scores_lattice_with_dopant():
@@ -45,12 +52,12 @@ def test_site_scores_lattice_with_dopant():
     r = site_scores(m_def, [d], intact)
     assert r["singled_out"] and r["site_z"] > 5
     r0 = site_scores(m, [d], intact)  # the same site without the dopant is an ordinary one
-    assert not r0["singled_out"] or r0["site_z"] < 3
+    assert not r0["singled_out"] and abs(r0["site_z"]) < 3
     # a circular map: an angle near +-pi wraps, scored by its deviation from the circular mean
     a = np.full((32, 32), np.pi - 0.01) + 0.01 * rng.standard_normal((32, 32))
     a[16, 16] = -np.pi + 0.5  # 0.51 rad away, across the cut
     rc = site_scores(np.angle(np.exp(1j * a)), [(16, 16)], [(5, 5), (26, 26), (5, 26), (26, 5)], circular=True)
-    assert rc["singled_out"] and rc["s_defect"] > 20
+    assert rc["singled_out"] and rc["site_z"] > 20
 
 
 def _latent_maps(channels):

@@ -190,26 +190,42 @@ def defect_map(maps: LatentMaps, radius: int = 3, step: int = 1, smooth: float =
     return (e / med if med > 0 else e).astype(np.float32)
 
 
-def site_scores(m: np.ndarray, defect_points, intact_sites, radius: float = 4.0, circular: bool = False) -> dict:
+def site_value(m: np.ndarray, site, radius: float = 1.5) -> float:
+    """Mean of a map over the scan pixels within ``radius`` px of ``site = (y, x)`` (the nearest pixel if none)."""
+    m = np.asarray(m, np.float64)
+    yy, xx = np.indices(m.shape)
+    d = np.hypot(yy - site[0], xx - site[1])
+    near = d <= radius
+    return float(m[near].mean()) if near.any() else float(m.flat[int(np.argmin(d))])
+
+
+def site_scores(m: np.ndarray, defect_points, intact_sites, radius: float = 1.5, circular: bool = False) -> dict:
     """How a map singles out a defect against the intact atom sites of the same scan.
 
-    Each point ``p = (y, x)`` gets ``s(p) = zscore_at(m, p, radius)`` (the largest robust |z| of the map within
-    ``radius`` px). The defect's ``s_defect`` is the largest over ``defect_points``; returned with the largest
-    and the mean/std (ddof 1) over ``intact_sites``, the site z ``(s_defect - mean) / std`` and ``singled_out``
-    (``s_defect > intact_max``). ``circular``: ``m`` is an angle (scored as its wrapped deviation from the
-    circular mean). docs/rrvae.md, "Defects without atomic-number contrast".
+    Each site gets its value ``v`` (:func:`site_value`: the map's mean within ``radius`` px). The defect's
+    z is ``z_d = (v_d - mean(v_intact)) / std(v_intact)`` (ddof 1; signed: a vacancy in an ADF image is
+    negative); with several ``defect_points`` (a Stone-Wales bond: its midpoint and both atoms) the one
+    with the largest ``|z|`` counts. Each intact site gets the same z against the *other* intact sites
+    (leave one out), and ``singled_out`` is ``|z_d| > intact_max = max |z_i|``. ``circular``: ``m`` is an
+    angle, scored as its wrapped deviation from the circular mean. docs/rrvae.md, "Defects without
+    atomic-number contrast".
     """
     m = np.asarray(m, np.float64)
     if circular:
         m = np.angle(np.exp(1j * (m - np.angle(np.exp(1j * m).mean()))))
-    s_int = np.array([zscore_at(m, q, radius) for q in intact_sites], np.float64)
-    pts = list(defect_points)
-    s_d = max(zscore_at(m, q, radius) for q in pts) if pts else float("nan")
-    sd = float(s_int.std(ddof=1)) if len(s_int) > 1 else float("nan")
-    return {"s_defect": float(s_d), "intact_max": float(s_int.max()) if len(s_int) else float("nan"),
-            "intact_mean": float(s_int.mean()) if len(s_int) else float("nan"), "intact_std": sd,
-            "n_intact": int(len(s_int)), "site_z": float((s_d - s_int.mean()) / sd) if sd > 0 else float("nan"),
-            "singled_out": bool(s_d > s_int.max()) if pts and len(s_int) else None}
+    v = np.array([site_value(m, q, radius) for q in intact_sites], np.float64)
+    n = len(v)
+    mu, sd = (float(v.mean()), float(v.std(ddof=1))) if n > 1 else (float("nan"), float("nan"))
+    z_int = []
+    for i in range(n if n > 2 else 0):
+        rest = np.delete(v, i)
+        s_ = rest.std(ddof=1)
+        z_int.append((v[i] - rest.mean()) / s_ if s_ > 0 else 0.0)
+    z_int = np.abs(np.array(z_int)) if z_int else np.array([np.nan])
+    zs = [(site_value(m, q, radius) - mu) / sd if sd > 0 else float("nan") for q in defect_points]
+    z_d = max(zs, key=lambda z: abs(z) if np.isfinite(z) else -1.0) if zs else float("nan")
+    return {"site_z": float(z_d), "intact_max": float(np.nanmax(z_int)), "n_intact": int(n),
+            "singled_out": bool(abs(z_d) > np.nanmax(z_int)) if zs and n > 2 and np.isfinite(z_d) else None}
 
 
 #: Alarm threshold of :func:`defect_alarm` (robust z of the highest peak against the other peaks; docs/rrvae.md,
@@ -221,16 +237,16 @@ def defect_alarm(outlier: np.ndarray, edge: int = 8, exclude: float = 8.0,
                  threshold: float = DEFECT_ALARM_THRESHOLD) -> dict:
     """Whether a defect map's highest value stands out from the rest of the scan (its own null).
 
-    ``l = log(outlier)`` (the squared distances are chi-square-like, their logs nearly symmetric) on the
-    positions at least ``edge`` px inside the scan (nearer the edge the map is unreliable, see docs/rrvae.md).
-    The highest position is scored by leaving its neighbourhood out: ``z = (l_max - median) / (1.4826 MAD)``
+    On the positions at least ``edge`` px inside the scan (nearer the edge the map is unreliable, see
+    docs/rrvae.md), the highest position is scored by leaving its neighbourhood out:
+    ``z = (m_max - median) / (1.4826 MAD)``
     with median and MAD over the inner positions farther than ``exclude`` px from it (a defect's own blob
     does not widen its null). ``alarm`` when ``z > threshold``. No atom positions needed.
 
     Returns ``{"score": z, "alarm": bool, "threshold", "where": (y, x)}`` and ``z_map``, the whole map
     in the same units.
     """
-    m = np.log(np.maximum(np.asarray(outlier, np.float64), 1e-12))
+    m = np.asarray(outlier, np.float64)
     h, w = m.shape
     e = int(max(0, min(edge, (min(h, w) - 3) // 2)))
     inner = np.zeros(m.shape, bool)
