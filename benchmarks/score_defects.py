@@ -10,8 +10,8 @@ its defaults in the fast mode, plus the Zernike motifs::
 
 The site z (docs/rrvae.md, "Defects without atomic-number contrast"; ``napari_4dstem.rrvae.site_scores``):
 each atom site's value is the map's mean within 1.5 px; intact sites are the atoms of NAME.json at least
-4 px inside the scan and more than 2 A from every defect point (the removed or substituted atom; for
-Stone-Wales the bond midpoint and both rotated atoms). ``z = (v_defect - mean v_intact) / std v_intact``
+4 px inside the scan and more than 1.6 A (the first-neighbour shell) from every defect point (the removed or
+substituted atom; for Stone-Wales both rotated atoms). ``z = (v_defect - mean v_intact) / std v_intact``
 (the defect point with the largest |z|); each intact site gets the same z against the other intact sites, and
 a map "singles out" the defect when ``|z_defect| >`` every intact site's ``|z|`` (``intact max``). Angle maps
 are scored as their wrapped deviation from the circular mean. Also printed: the robust peak score of
@@ -42,7 +42,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DATA = Path("/work/wt/data/abtem_defects") if Path("/work/wt/data/abtem_defects").exists() else \
     HERE / ".data" / "abtem_defects"
-EXCLUDE_A, MARGIN_PX, RADIUS_PX, SITE_RADIUS_PX = 2.0, 4, 4.0, 1.5
+EXCLUDE_A, MARGIN_PX, RADIUS_PX, SITE_RADIUS_PX = 1.6, 4, 4.0, 1.5  # 1.6 A: beyond the first neighbours
 CIRCULAR = {"com/angle", "rrvae/angle", "zernike/angle"}
 MAIN = ("rrvae/outlier", "rrvae/angle", "rrvae/latents[0]", "rrvae/latents[1]", "rrvae/reconstruction_error",
         "com/magnitude", "com/icom", "virtual/bf", "virtual/adf", "zernike/outlier", "zernike/class_distance",
@@ -65,9 +65,9 @@ def defect_points(meta) -> list:
     d = meta.get("defect", {})
     if "y_px" not in d:
         return []
-    pts = [(d["y_px"], d["x_px"])]
-    pts += [(y, x) for x, y in d.get("atoms_px", [])]
-    return pts
+    if d.get("atoms_px"):  # Stone-Wales: the rotated atoms (atom sites; the bond midpoint is not one)
+        return [(y, x) for x, y in d["atoms_px"]]
+    return [(d["y_px"], d["x_px"])]
 
 
 def intact_sites(meta, shape, margin=MARGIN_PX) -> list:
