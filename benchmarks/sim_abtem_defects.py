@@ -127,7 +127,8 @@ def simulate(kind: str, noise_seed: int):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("outdir", type=Path)
-    ap.add_argument("--kinds", nargs="+", default=["vacancy", "si"], choices=["vacancy", "si", "n", "stone_wales", "pristine"])
+    ap.add_argument("--kinds", nargs="+", default=["vacancy", "si"],
+                    choices=["vacancy", "si", "n", "stone_wales", "pristine"])
     ap.add_argument("--noise-seed", type=int, default=20210401)
     a = ap.parse_args(argv)
     a.outdir.mkdir(parents=True, exist_ok=True)
