@@ -228,7 +228,7 @@ def site_scores(m: np.ndarray, defect_points, intact_sites, radius: float = 1.5,
             "singled_out": bool(abs(z_d) > np.nanmax(z_int)) if zs and n > 2 and np.isfinite(z_d) else None}
 
 
-#: Alarm threshold of :func:`defect_alarm` (robust z of the highest peak against the other peaks; docs/rrvae.md,
+#: Alarm threshold of :func:`defect_alarm` (robust z of the map maximum against the rest; docs/rrvae.md,
 #: "Defects without atomic-number contrast": the largest value on defect-free abTEM graphene scans stays below).
 DEFECT_ALARM_THRESHOLD = 5.0
 
