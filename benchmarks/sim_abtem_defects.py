@@ -1,6 +1,8 @@
 """Simulate held-out test data like ../shared/data/sim/graphene_pristine, but with a defect (abTEM multislice).
 
-Graphene with a vacancy or a Si dopant at the atom nearest the centre of the scan, simulated with abTEM 1.0.11 the
+Graphene with a vacancy, a Si or N dopant at the atom nearest the centre of the scan, or a Stone-Wales defect
+(the C-C bond nearest the centre rotated by 90 degrees about its midpoint: the 55-77 defect, unrelaxed: the two
+atoms keep the 1.42 A bond and every other atom stays on the lattice), simulated with abTEM 1.0.11 the
 way the shared pristine file was made (its JSON lists the settings): 60 kV, 31 mrad aberration-free probe, Lobato
 potential, 16 x 9 orthogonal cells, 64 x 64 scan at 0.12 A, 64 x 64 detector at 2.5 mrad/px. Keys: ``clean``,
 ``noisy`` (0.75 A FWHM source blur + Poisson at 1e4 e/pattern) and ``noisy_1e5``. Ground truth in NAME.json.
@@ -8,7 +10,7 @@ potential, 16 x 9 orthogonal cells, 64 x 64 scan at 0.12 A, 64 x 64 detector at 
 abTEM is not a dependency: ``make bench`` / ``benchmarks/acceptance_rrvae.py`` install it into
 ``benchmarks/.envs/abtem`` and run this script there. Usage::
 
-    python sim_abtem_defects.py OUTDIR [--kinds vacancy si] [--noise-seed 20210401]
+    python sim_abtem_defects.py OUTDIR [--kinds vacancy si n stone_wales pristine] [--noise-seed 20210401]
 """
 import argparse
 import json
@@ -40,6 +42,23 @@ def structure(kind: str):
     elif kind == "si":
         atoms.numbers[site] = 14
         defect = {"kind": "Si substitution", "element": "Si"}
+    elif kind == "n":
+        atoms.numbers[site] = 7
+        defect = {"kind": "N substitution", "element": "N"}
+    elif kind == "stone_wales":
+        # the neighbour of the central atom whose bond midpoint is nearest the centre; rotate that bond by 90 deg
+        d = np.hypot(*(atoms.positions[:, :2] - xy).T)
+        nbrs = np.flatnonzero((d > 0.1) & (d < 1.6))
+        mids = (atoms.positions[nbrs, :2] + xy) / 2
+        other = int(nbrs[np.argmin(np.hypot(*(mids - centre).T))])
+        mid = (atoms.positions[site, :2] + atoms.positions[other, :2]) / 2
+        for i in (site, other):
+            v = atoms.positions[i, :2] - mid
+            atoms.positions[i, :2] = mid + np.array([-v[1], v[0]])
+        xy = mid
+        defect = {"kind": "Stone-Wales 55-77 (bond rotated 90 deg, unrelaxed)", "element": "C",
+                  "atoms_px": [[float((atoms.positions[i, 0] - ORIGIN[0]) / STEP),
+                                float((atoms.positions[i, 1] - ORIGIN[1]) / STEP)] for i in (site, other)]}
     else:
         defect = {"kind": "none"}
     if kind != "pristine":
@@ -108,7 +127,8 @@ def simulate(kind: str, noise_seed: int):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("outdir", type=Path)
-    ap.add_argument("--kinds", nargs="+", default=["vacancy", "si"], choices=["vacancy", "si", "pristine"])
+    ap.add_argument("--kinds", nargs="+", default=["vacancy", "si"],
+                    choices=["vacancy", "si", "n", "stone_wales", "pristine"])
     ap.add_argument("--noise-seed", type=int, default=20210401)
     a = ap.parse_args(argv)
     a.outdir.mkdir(parents=True, exist_ok=True)

@@ -213,6 +213,7 @@ TABLE: dict[str, dict[str, Param]] = {
         "translation": boolean(),
         "translation_prior": number(0, lo_open=True),
         "loss": choice("mse"),
+        "transform": choice("none", "anscombe"),
         "lr": number(0, 10, lo_open=True, none=True),
         "batch_size": integer(1, none=True),
         "epochs": integer(1, 1_000_000, none=True),

@@ -7,11 +7,11 @@ See docs/rrvae.md.
 from __future__ import annotations
 
 from .config import RRVAEConfig
-from .maps import (LatentMaps, circular_r, defect_map, neighbourhood_outlier, pearson_r, robust_zscore, zscore_at,
-                   zscore_max)
+from .maps import (LatentMaps, circular_r, defect_alarm, defect_map, neighbourhood_outlier, pearson_r, robust_zscore,
+                   site_scores, site_value, zscore_at, zscore_max)
 
-__all__ = ["RRVAE", "LatentMaps", "RRVAEConfig", "circular_r", "defect_map", "neighbourhood_outlier", "pearson_r",
-           "robust_zscore", "zscore_at", "zscore_max"]
+__all__ = ["RRVAE", "LatentMaps", "RRVAEConfig", "circular_r", "defect_alarm", "defect_map", "neighbourhood_outlier",
+           "pearson_r", "robust_zscore", "site_scores", "site_value", "zscore_at", "zscore_max"]
 
 
 def __getattr__(name: str):

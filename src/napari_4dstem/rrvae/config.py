@@ -40,6 +40,7 @@ class RRVAEConfig:
     translation: bool = False          # two translation latents
     translation_prior: float = 0.1     # scale of the translation latents (grid units, [-1, 1] = detector)
     loss: str = "mse"                  # "mse": 0.5 x squared error summed per pattern (unit Gaussian)
+    transform: str = "none"            # "anscombe": 2 sqrt(x + 3/8) of counts before binning (Poisson -> var ~1)
     lr: float | None = None
     batch_size: int | None = None
     epochs: int | None = None
@@ -88,6 +89,8 @@ class RRVAEConfig:
                 "lr > 0, batch_size, epochs and eval_every >= 1")
         if not 0.0 <= self.val_fraction < 1.0:
             bad(f"val_fraction={self.val_fraction}", "use a value in [0, 1)")
+        if self.transform not in ("none", "anscombe"):
+            bad(f"transform={self.transform!r}", "use 'none' or 'anscombe' (for counts)")
         if self.scaling not in ("none", "std", "signal"):
             bad(f"scaling={self.scaling!r}", "use 'none', 'std' or 'signal'")
         if not 0.0 < self.pixel_fraction <= 1.0:

@@ -39,6 +39,20 @@ def as_patterns(patterns) -> np.ndarray:
     return arr
 
 
+def anscombe(x):
+    """Anscombe's variance-stabilising transform ``2 sqrt(x + 3/8)``: Poisson counts -> variance ~1.
+
+    (numpy or torch; within 2 % of unit variance from a mean of ~4 counts up.)"""
+    if isinstance(x, torch.Tensor):
+        return 2.0 * torch.sqrt(torch.clamp(x, min=0.0) + 0.375)
+    return 2.0 * np.sqrt(np.maximum(x, 0.0) + 0.375)
+
+
+def inverse_anscombe(y):
+    """The algebraic inverse of :func:`anscombe` (``(y / 2)^2 - 3/8``)."""
+    return (y / 2.0) ** 2 - 0.375
+
+
 class View:
     """The patterns as the networks see them: binned to ``size``, optionally PCA-denoised, and scaled.
 
@@ -49,9 +63,15 @@ class View:
     ``"std"`` subtracts the mean pattern and divides by the global std; ``"signal"`` divides by the std of
     the signal alone: the total variance minus the noise variance, estimated from differences between
     neighbouring scan positions (see docs/rrvae.md). On clean data the two agree.
+
+    ``transform="anscombe"``: :func:`anscombe` of each input pixel first (counts: non-negative data as
+    measured, e.g. ``Preprocessing(subtract_mean=False, normalize=None)``), so that Poisson noise has the
+    same variance in the dark field as in the bright disc and a Gaussian likelihood fits it.
     """
 
-    def __init__(self, det_shape: tuple[int, int], size: int | None, scaling: str, components: int | None = None):
+    def __init__(self, det_shape: tuple[int, int], size: int | None, scaling: str, components: int | None = None,
+                 transform: str = "none"):
+        self.transform = transform
         self.det_shape = tuple(int(s) for s in det_shape)
         h = self.det_shape[0]
         self.size = h if size is None or size >= h else int(size)
@@ -69,12 +89,17 @@ class View:
 
     def bin(self, x: torch.Tensor) -> torch.Tensor:
         """(N, h, w) -> (N, size*size)."""
+        if self.transform == "anscombe":
+            x = anscombe(x)
         if self.size != self.det_shape[0]:
             x = F.adaptive_avg_pool2d(x[:, None], (self.size, self.size))[:, 0]
         return x.reshape(x.shape[0], -1)
 
     def fit(self, x: np.ndarray, scan_shape: tuple[int, int] | None = None) -> None:
         """Learn the scaling from all patterns ``(N, h, w)`` (``scan_shape`` for the noise estimate)."""
+        if self.transform == "anscombe" and float(x.min()) < 0:
+            raise DataError("transform='anscombe' needs counts, but the patterns hold negative values",
+                            hint="preprocess with subtract_mean=False and normalize=None, or use transform='none'")
         t = torch.from_numpy(x)
         b = self.bin(t)
         if self.components is not None and self.components < b.shape[1]:
@@ -88,7 +113,8 @@ class View:
         if self.scaling == "none":
             return
         self.mean = b.mean(0)
-        self.mean_full = t.reshape(t.shape[0], -1).mean(0)
+        tf = anscombe(t) if self.transform == "anscombe" else t
+        self.mean_full = tf.reshape(tf.shape[0], -1).mean(0)
         var = float((b - self.mean).var())
         if self.scaling == "signal" and scan_shape is not None and min(scan_shape) > 1:
             g = b.reshape(*scan_shape, -1)
@@ -115,16 +141,16 @@ class View:
         """Decoder output on the full grid (N, h*w) back to the units of the input."""
         if self.scaling != "none":
             y = y * self.std + self.mean_full
-        return y
+        return inverse_anscombe(y) if self.transform == "anscombe" else y
 
     def state(self) -> dict:
         return {"det_shape": list(self.det_shape), "size": self.size, "scaling": self.scaling, "std": self.std,
                 "mean": self.mean, "mean_full": self.mean_full, "components": self.components,
-                "pca_mean": self.pca_mean, "basis": self.basis}
+                "pca_mean": self.pca_mean, "basis": self.basis, "transform": self.transform}
 
     @classmethod
     def from_state(cls, s: dict) -> View:
-        v = cls(tuple(s["det_shape"]), s["size"], s["scaling"], s.get("components"))
+        v = cls(tuple(s["det_shape"]), s["size"], s["scaling"], s.get("components"), s.get("transform", "none"))
         v.std, v.mean, v.mean_full = float(s["std"]), s["mean"], s["mean_full"]
         v.pca_mean, v.basis = s.get("pca_mean"), s.get("basis")
         if v.basis is None:

@@ -68,7 +68,8 @@ def load(cls, path):
             "scaling": ("none", "std", "signal")[int(v["scaling"])], "std": float(v["std"]),
             "mean": v.get("mean"), "mean_full": v.get("mean_full"),
             "components": int(v["components"]) if "components" in v else None,
-            "pca_mean": v.get("pca_mean"), "basis": v.get("basis")})
+            "pca_mean": v.get("pca_mean"), "basis": v.get("basis"),
+            "transform": getattr(model.config, "transform", "none")})
         model.net = model._new_net(model.view.n_pixels)
         model.net.load_state_dict(p["weights"])
         model.net.eval()

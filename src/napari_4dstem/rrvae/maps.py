@@ -190,6 +190,81 @@ def defect_map(maps: LatentMaps, radius: int = 3, step: int = 1, smooth: float =
     return (e / med if med > 0 else e).astype(np.float32)
 
 
+def site_value(m: np.ndarray, site, radius: float = 1.5) -> float:
+    """Mean of a map over the scan pixels within ``radius`` px of ``site = (y, x)`` (the nearest pixel if none)."""
+    m = np.asarray(m, np.float64)
+    yy, xx = np.indices(m.shape)
+    d = np.hypot(yy - site[0], xx - site[1])
+    near = d <= radius
+    return float(m[near].mean()) if near.any() else float(m.flat[int(np.argmin(d))])
+
+
+def site_scores(m: np.ndarray, defect_points, intact_sites, radius: float = 1.5, circular: bool = False) -> dict:
+    """How a map singles out a defect against the intact atom sites of the same scan.
+
+    Each site gets its value ``v`` (:func:`site_value`: the map's mean within ``radius`` px). The defect's
+    z is ``z_d = (v_d - mean(v_intact)) / std(v_intact)`` (ddof 1; signed: a vacancy in an ADF image is
+    negative); with several ``defect_points`` (a Stone-Wales bond: its midpoint and both atoms) the one
+    with the largest ``|z|`` counts. Each intact site gets the same z against the *other* intact sites
+    (leave one out), and ``singled_out`` is ``|z_d| > intact_max = max |z_i|``. ``circular``: ``m`` is an
+    angle, scored as its wrapped deviation from the circular mean. docs/rrvae.md, "Defects without
+    atomic-number contrast".
+    """
+    m = np.asarray(m, np.float64)
+    if circular:
+        m = np.angle(np.exp(1j * (m - np.angle(np.exp(1j * m).mean()))))
+    v = np.array([site_value(m, q, radius) for q in intact_sites], np.float64)
+    n = len(v)
+    mu, sd = (float(v.mean()), float(v.std(ddof=1))) if n > 1 else (float("nan"), float("nan"))
+    z_int = []
+    for i in range(n if n > 2 else 0):
+        rest = np.delete(v, i)
+        s_ = rest.std(ddof=1)
+        z_int.append((v[i] - rest.mean()) / s_ if s_ > 0 else 0.0)
+    z_int = np.abs(np.array(z_int)) if z_int else np.array([np.nan])
+    zs = [(site_value(m, q, radius) - mu) / sd if sd > 0 else float("nan") for q in defect_points]
+    z_d = max(zs, key=lambda z: abs(z) if np.isfinite(z) else -1.0) if zs else float("nan")
+    return {"site_z": float(z_d), "intact_max": float(np.nanmax(z_int)), "n_intact": int(n),
+            "singled_out": bool(abs(z_d) > np.nanmax(z_int)) if zs and n > 2 and np.isfinite(z_d) else None}
+
+
+#: Alarm threshold of :func:`defect_alarm` (robust z of the map maximum against the rest; docs/rrvae.md,
+#: "Defects without atomic-number contrast": the largest value on defect-free abTEM graphene scans stays below).
+DEFECT_ALARM_THRESHOLD = 5.0
+
+
+def defect_alarm(outlier: np.ndarray, edge: int = 8, exclude: float = 8.0,
+                 threshold: float = DEFECT_ALARM_THRESHOLD) -> dict:
+    """Whether a defect map's highest value stands out from the rest of the scan (its own null).
+
+    On the positions at least ``edge`` px inside the scan (nearer the edge the map is unreliable, see
+    docs/rrvae.md), the highest position is scored by leaving its neighbourhood out:
+    ``z = (m_max - median) / (1.4826 MAD)``
+    with median and MAD over the inner positions farther than ``exclude`` px from it (a defect's own blob
+    does not widen its null). ``alarm`` when ``z > threshold``. No atom positions needed.
+
+    Returns ``{"score": z, "alarm": bool, "threshold", "where": (y, x)}`` and ``z_map``, the whole map
+    in the same units.
+    """
+    m = np.asarray(outlier, np.float64)
+    h, w = m.shape
+    e = int(max(0, min(edge, (min(h, w) - 3) // 2)))
+    inner = np.zeros(m.shape, bool)
+    inner[e:h - e, e:w - e] = True
+    where = np.unravel_index(int(np.argmax(np.where(inner, m, -np.inf))), m.shape)
+    yy, xx = np.indices(m.shape)
+    rest = m[inner & (np.hypot(yy - where[0], xx - where[1]) > exclude)]
+    if rest.size < 8:
+        rest = m[inner]
+    med = float(np.median(rest))
+    mad = 1.4826 * float(np.median(np.abs(rest - med)))
+    if not mad > 0:
+        mad = float(rest.std()) or 1.0
+    z = (m[where] - med) / mad
+    return {"score": float(z), "alarm": bool(z > threshold), "threshold": float(threshold),
+            "where": (int(where[0]), int(where[1])), "z_map": ((m - med) / mad).astype(np.float32)}
+
+
 # -- the one function that turns a trained model into maps (CLI pipeline and GUI) ------------------
 MAP_KEYS = ("angle", "angle_sd", "latents", "latent_sd", "translations", "translation_sd")
 

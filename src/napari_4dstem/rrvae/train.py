@@ -149,7 +149,7 @@ class RRVAE:
         if resume:
             view = self.view
         else:
-            view = View((h, w), cfg.detector_size, cfg.scaling, cfg.pca_components)
+            view = View((h, w), cfg.detector_size, cfg.scaling, cfg.pca_components, cfg.transform)
             view.fit(flat, (sy, sx))
         x = view.forward(torch.from_numpy(flat)).to(dev).contiguous()
         del flat
