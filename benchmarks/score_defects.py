@@ -40,8 +40,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-DATA = Path("/work/wt/data/abtem_defects") if Path("/work/wt/data/abtem_defects").exists() else \
-    HERE / ".data" / "abtem_defects"
+DATA = HERE / ".data" / "abtem_defects"
 EXCLUDE_A, MARGIN_PX, RADIUS_PX, SITE_RADIUS_PX = 1.6, 4, 4.0, 1.5  # 1.6 A: beyond the first neighbours
 CIRCULAR = {"com/angle", "rrvae/angle", "zernike/angle"}
 MAIN = ("rrvae/outlier", "rrvae/angle", "rrvae/latents[0]", "rrvae/latents[1]", "rrvae/reconstruction_error",

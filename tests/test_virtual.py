@@ -45,6 +45,22 @@ def test_find_bf_disc_on_graphene(graphene_clean):
     assert abs(cy - 30.2) < 0.2 and abs(cx - 50.7) < 0.2 and abs(r - 15) < 0.5
 
 
+def test_find_bf_disc_survives_a_dead_row_and_a_hot_pixel():
+    # a dead detector row through the disc (chip gap, rebinning seam) once split it and returned half of it,
+    # with the centre 5 px off and the radius 8.6 instead of 12.4 (the abTEM defect scans)
+    ii, jj = np.indices((64, 64))
+    p = (np.hypot(ii - 31.5, jj - 31.5) <= 12.4).astype(float) + 0.001
+    p[31] *= 0.3          # a dim row across the disc
+    p[:, 32] *= 1.6       # a bright column
+    p[5, 5] = 50.0        # a hot pixel far outside
+    cy, cx, r = find_bf_disc(p)
+    assert abs(cy - 31.5) < 0.3 and abs(cx - 31.5) < 0.3
+    assert abs(r - 12.4) < 0.5
+    p[31] = 0.0           # a dead row
+    cy, cx, r = find_bf_disc(p)
+    assert abs(cy - 31.5) < 0.3 and abs(r - 12.4) < 0.5
+
+
 def test_defaults_work_uncalibrated_and_adf_is_bright_at_atoms(graphene_clean, shared_data):
     imgs = virtual_images(graphene_clean, {"bf": {"kind": "bf"}, "abf": {"kind": "abf"}, "adf": {"kind": "adf"}})
     r_bf = imgs["bf"].parameters["outer"]

@@ -38,9 +38,11 @@ def detector_pixel_mrad(ds) -> tuple[float, float] | None:
 def find_bf_disc(pattern: np.ndarray, threshold: float = 0.5) -> tuple[float, float, float]:
     """Bright-field disc ``(cy, cx, radius)`` in pixels from a mean pattern.
 
-    Pixels above ``threshold`` x (max - background) + background, where the background is the
-    median of the pattern, form the disc; the centre is their intensity-weighted centroid and the
-    radius comes from their area (``sqrt(area / pi)``), which is robust to a ragged edge.
+    Pixels above ``threshold`` x (top - background) + background, where the background is the median of the
+    pattern and the top the maximum after a 3 x 3 median filter (one hot pixel does not set it), form the disc.
+    Gaps of up to two pixels are closed and holes filled first: a dead row or column through the disc (chip
+    gaps, a rebinning seam) would otherwise split it and leave half of it. The centre is the intensity-weighted
+    centroid of the region and the radius comes from its area (``sqrt(area / pi)``), robust to a ragged edge.
     """
     from scipy import ndimage
 
@@ -48,17 +50,24 @@ def find_bf_disc(pattern: np.ndarray, threshold: float = 0.5) -> tuple[float, fl
     if p.ndim != 2 or not np.isfinite(p).all():
         raise DataError("the mean pattern is not a finite 2-D image; cannot find the bright-field disc")
     bg = float(np.median(p))
-    top = float(p.max())
+    top = float(ndimage.median_filter(p, size=3, mode="nearest").max()) if min(p.shape) >= 3 else float(p.max())
+    if top <= bg:
+        top = float(p.max())
     if top <= bg:
         raise DataError("the mean pattern is flat (all frames empty or uniform); cannot find the "
                         "bright-field disc", hint="give the centre and radii explicitly")
     sel = p > bg + threshold * (top - bg)
+    if min(p.shape) >= 8:
+        closed = ndimage.binary_closing(np.pad(sel, 2), structure=np.ones((3, 3), bool), iterations=2)[2:-2, 2:-2]
+        sel = ndimage.binary_fill_holes(sel | closed)
     # keep the brightest connected region by total intensity (ignores hot pixels and far spots)
     lab, _ = ndimage.label(sel)
     peak = np.unravel_index(np.argmax(np.where(sel, p, -np.inf)), p.shape)
     sums = ndimage.sum(p, lab, index=np.arange(1, lab.max() + 1))
     region = lab == (int(np.argmax(sums)) + 1) if len(sums) else lab == lab[peak]
-    w = p * region
+    w = np.maximum(p - bg, 0) * region
+    if not w.sum() > 0:
+        w = region.astype(np.float64)
     ii, jj = np.indices(p.shape)
     cy = float((w * ii).sum() / w.sum())
     cx = float((w * jj).sum() / w.sum())
