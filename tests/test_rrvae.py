@@ -94,7 +94,7 @@ def test_training_loss_is_the_sum_of_the_terms_on_a_tiny_batch():
         s0 = ls[:, 0].exp().numpy()
         klr = np.log(0.1 / s0) + s0**2 / 0.02 - 0.5
         klz = (-ls[:, 1:] + 0.5 * ls[:, 1:].exp() ** 2 + 0.5 * mu[:, 1:] ** 2 - 0.5).sum(1).numpy()
-    np.testing.assert_allclose(terms, [rec.mean(), klr.mean(), klz.mean()], rtol=1e-4)
+    np.testing.assert_allclose(terms.detach().numpy(), [rec.mean(), klr.mean(), klz.mean()], rtol=1e-4)
     assert loss.item() == pytest.approx(rec.mean() + klr.mean() + klz.mean(), rel=1e-4)
 
 
