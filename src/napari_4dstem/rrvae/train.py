@@ -295,7 +295,6 @@ class RRVAE:
             out["r_best"] = max(finite, key=abs) if finite else float("nan")
         if com_angle is not None:
             out["circ_r"] = circular_r(mean[:, 0], com_angle)  # Fisher-Lee (see circular_r)
-            out["circ_r_js"] = circular_r(mean[:, 0], com_angle, method="js")  # the earlier statistic
         return out
 
     def _resume_state(self, net, opt, gen) -> int:
@@ -394,7 +393,7 @@ class RRVAE:
         for i in range(0, content.shape[0], _DECODE_BATCH):
             sl = slice(i, i + _DECODE_BATCH)
             y = self.net.decoder(grid, content[sl], angle[sl], None if shift is None else shift[sl])
-            outs.append(self.view.inverse_full(y).cpu())
+            outs.append(self.view.inverse_full(y.cpu()))  # the view's mean pattern lives on the CPU
         return torch.cat(outs).reshape(-1, h, w).numpy()
 
     @torch.no_grad()
