@@ -79,11 +79,13 @@ def test_stopping_rule_picks_the_epoch_with_the_documented_score():
 
 def test_mode_defaults_and_old_model_configs():
     f, d = RRVAEConfig(mode="fast"), RRVAEConfig()
-    assert (f.angle, f.stop_rule) == ("vector", "latent+rotation")
+    assert (f.angle, f.stop_rule) == ("linear", "latent+rotation")
     assert (d.angle, d.stop_rule) == ("linear", "latent")  # faithful: atomai's angle, the paper's rule
     assert RRVAEConfig.from_dict(f.to_dict()) == f
     old = {k: v for k, v in f.to_dict().items() if k not in ("angle", "stop_rule")}  # a file from before
     assert (RRVAEConfig.from_dict(old).angle, RRVAEConfig.from_dict(old).stop_rule) == ("linear", "latent")
+    v = RRVAEConfig(mode="fast", angle="vector")
+    assert RRVAEConfig.from_dict(v.to_dict()).angle == "vector"
     with pytest.raises(DataError, match="angle"):
         RRVAEConfig(angle="polar")
     with pytest.raises(DataError, match="stop_rule"):
@@ -110,8 +112,8 @@ def full_turn():
 
 
 def _train(pats, ang, **kw):
-    cfg = RRVAEConfig(**{**dict(mode="fast", epochs=8, pca_components=0, threads=1, hidden=32, batch_size=16,
-                                latent_dim=1, precision="float32"), **kw})
+    cfg = RRVAEConfig(**{**dict(mode="fast", angle="vector", epochs=8, pca_components=0, threads=1, hidden=32,
+                                batch_size=16, latent_dim=1, precision="float32"), **kw})
     m = RRVAE(cfg)
     m.fit(pats, com_magnitude=np.cos(ang), com_angle=ang)
     return m
