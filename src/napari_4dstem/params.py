@@ -230,6 +230,8 @@ TABLE: dict[str, dict[str, Param]] = {
         "time_limit": number(0, lo_open=True, none=True),
         "precision": choice("auto", "float32", "bfloat16"),
         "compile": boolean(),
+        "angle": choice(None, "linear", "vector"),
+        "stop_rule": choice(None, "latent", "latent+rotation"),
     },
 }
 

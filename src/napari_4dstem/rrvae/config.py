@@ -13,23 +13,31 @@ MODES = ("faithful", "fast")
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     # atomai rVAE / the paper's notebooks: full detector, min-max data as given, Adam 1e-4, small batches.
     "faithful": {"lr": 1e-4, "batch_size": 20, "epochs": 100, "detector_size": None, "scaling": "none",
-                 "pixel_fraction": 1.0, "pca_components": 0},
+                 "pixel_fraction": 1.0, "pca_components": 0, "angle": "linear", "stop_rule": "latent"},
     # Measured on a 2-core CPU (docs/rrvae.md): a 32 x 32 detector, data scaled by its global std, larger
     # batches and lr, and a random subset of detector pixels per step (a coordinate decoder can be trained on
     # any subset of its grid; the loss is rescaled so that it stays an unbiased estimate of the full one).
     # PCA denoising to 8 components: at 10^4 e/pattern the signal lives in ~3 principal axes and the rest
     # is Poisson noise, under which the content latents collapse; clean data lose nothing measurable.
     "fast": {"lr": 1e-3, "batch_size": 64, "epochs": 30, "detector_size": 32, "scaling": "std",
-             "pixel_fraction": 0.25, "pca_components": 8},
+             "pixel_fraction": 0.25, "pca_components": 8, "angle": "linear", "stop_rule": "latent+rotation"},
 }
+# The stopping rule: "latent+rotation" reports the epoch where both the latents and the rotation map follow
+# COM; faithful mode keeps the paper's latent-only rule. angle="vector" (no wrap-around) is an option, not a
+# default: on abTEM graphene it follows the COM angle from the first epoch but slows the content latents
+# (docs/rrvae.md, "Rotation map and the stopping rule").
+
+#: Values that fields added later had before they existed (model files written earlier lack them).
+LEGACY_DEFAULTS: dict[str, Any] = {"angle": "linear", "stop_rule": "latent"}
+STOP_RULES = ("latent", "latent+rotation")
 
 
 @dataclass
 class RRVAEConfig:
     """Every parameter of the model and its training; see docs/rrvae.md for defaults and references.
 
-    Fields left at ``None`` (lr, batch_size, epochs, detector_size, scaling, pixel_fraction, pca_components) take the
-    value of ``mode`` ("faithful": atomai's defaults; "fast": the interactive CPU set-up).
+    Fields left at ``None`` (lr, batch_size, epochs, detector_size, scaling, pixel_fraction, pca_components, angle,
+    stop_rule) take the value of ``mode`` ("faithful": atomai's defaults; "fast": the interactive CPU set-up).
     """
 
     latent_dim: int = 2                # content latents (the angle, and translations, come on top)
@@ -57,6 +65,8 @@ class RRVAEConfig:
     time_limit: float | None = None    # stop after this many seconds (None = no limit)
     precision: str = "auto"            # decoder matmuls in training: "float32", "bfloat16", "auto" (see docs)
     compile: bool = False              # torch.compile the training step (~20 s once; ~1.2x faster steps on CPU)
+    angle: str | None = None           # rotation mean: "linear" (atomai: one real output) or "vector" (atan2 of 2)
+    stop_rule: str | None = None       # best epoch by "latent" (the paper: |r| with |COM|) or "latent+rotation"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -99,6 +109,10 @@ class RRVAEConfig:
             bad(f"precision={self.precision!r}", "use 'auto', 'float32' or 'bfloat16'")
         if int(self.pca_components) != self.pca_components or self.pca_components < 0:
             bad(f"pca_components={self.pca_components}", "use 0 (off) or a positive number of components")
+        if self.angle not in ("linear", "vector"):
+            bad(f"angle={self.angle!r}", "use 'linear' (atomai) or 'vector' (atan2 of a 2-vector)")
+        if self.stop_rule not in STOP_RULES:
+            bad(f"stop_rule={self.stop_rule!r}", f"use one of {STOP_RULES}")
         if self.detector_size is not None and self.detector_size < 4:
             bad(f"detector_size={self.detector_size}", "use None or >= 4")
 
@@ -108,4 +122,7 @@ class RRVAEConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RRVAEConfig:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kw = {k: v for k, v in d.items() if k in names}
+        if "mode" in d and "lr" in d:  # a resolved dict (a saved model): fields it lacks are from a later version
+            kw = {**LEGACY_DEFAULTS, **kw}
+        return cls(**kw)

@@ -42,19 +42,37 @@ def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 0 else float("nan")
 
 
-def circular_r(a: np.ndarray, b: np.ndarray) -> float:
-    """Circular correlation of two angle maps (Jammalamadaka & SenGupta 2001, eq. 8.2.2).
+# -- circular correlation (rot branch) ---------------------------------------------------------
+def circular_r(a: np.ndarray, b: np.ndarray, method: str = "fisher-lee") -> float:
+    """Circular correlation of two angle maps: +1 when ``a = b + c``, -1 when ``a = -b + c`` (any offset c).
 
-    Insensitive to a global offset of either angle; negative when one turns the other way.
+    ``method="fisher-lee"`` (default; Fisher & Lee, Biometrika 70, 327 (1983); Fisher, *Statistical
+    analysis of circular data* (1993), eq. 6.36): the correlation of ``sin(a_i - a_j)`` with
+    ``sin(b_i - b_j)`` over all pairs, computed in O(n). It needs no mean direction, so it stays meaningful
+    when the angles cover the whole circle, as the COM angle of a scan over atoms does.
+    ``method="js"`` (Jammalamadaka & SenGupta 2001, eq. 8.2.2): the correlation of ``sin(a - mean(a))``
+    with ``sin(b - mean(b))``; for angles spread over the circle their mean directions are ill defined and
+    a smooth, one-to-one but not exactly linear relation can score anything (``a = -b + 0.6 sin b`` over a
+    full turn: -0.50, Fisher-Lee -0.84; docs/rrvae.md, "Rotation map and the stopping rule").
     """
     a = np.asarray(a, np.float64).ravel()
     b = np.asarray(b, np.float64).ravel()
     ok = np.isfinite(a) & np.isfinite(b)
     a, b = a[ok], b[ok]
-    sa = np.sin(a - np.angle(np.exp(1j * a).mean()))
-    sb = np.sin(b - np.angle(np.exp(1j * b).mean()))
-    den = np.sqrt((sa * sa).sum() * (sb * sb).sum())
-    return float((sa * sb).sum() / den) if den > 0 else float("nan")
+    if method == "js":
+        sa = np.sin(a - np.angle(np.exp(1j * a).mean()))
+        sb = np.sin(b - np.angle(np.exp(1j * b).mean()))
+        den = np.sqrt((sa * sa).sum() * (sb * sb).sum())
+        return float((sa * sb).sum() / den) if den > 0 else float("nan")
+    if method != "fisher-lee":
+        raise ValueError(f"unknown circular correlation method {method!r}: use 'fisher-lee' or 'js'")
+    n = a.size
+    ca, sa, cb, sb = np.cos(a), np.sin(a), np.cos(b), np.sin(b)
+    num = 4.0 * ((ca * cb).sum() * (sa * sb).sum() - (ca * sb).sum() * (sa * cb).sum())
+    den2 = ((n * n - np.cos(2 * a).sum() ** 2 - np.sin(2 * a).sum() ** 2)
+            * (n * n - np.cos(2 * b).sum() ** 2 - np.sin(2 * b).sum() ** 2))
+    return float(num / np.sqrt(den2)) if den2 > 1e-12 * n**4 else float("nan")
+# -- end circular correlation ------------------------------------------------------------------
 
 
 def zscore_max(m: np.ndarray) -> tuple[float, tuple[int, int]]:

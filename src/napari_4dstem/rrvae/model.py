@@ -34,11 +34,21 @@ def coord_grid(h: int, w: int, out_h: int | None = None, out_w: int | None = Non
 
 
 class Encoder(nn.Module):
-    def __init__(self, n_in: int, hidden: int, layers: int, n_out: int, activation: str = "tanh"):
+    """MLP encoder with a mean and a log-sd head; output 0 is the rotation angle.
+
+    ``angle="linear"`` (atomai): the angle's mean is one linear output, a real number with no wrap-around, so
+    an encoder that follows a direction over a full turn must jump somewhere. ``angle="vector"``: the mean
+    head gives a 2-vector ``(u, v)`` and the angle is ``atan2(v, u)``, continuous on the circle (the log-sd
+    head and everything downstream are unchanged: the mean is still one angle per pattern).
+    """
+
+    def __init__(self, n_in: int, hidden: int, layers: int, n_out: int, activation: str = "tanh",
+                 angle: str = "linear"):
         super().__init__()
         dims = [n_in] + [hidden] * layers
         self.dense = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.mean = nn.Linear(hidden, n_out)
+        self.angle_vector = angle == "vector"
+        self.mean = nn.Linear(hidden, n_out + int(self.angle_vector))
         self.logsd = nn.Linear(hidden, n_out)
         self.act = _ACT[activation]
 
@@ -46,7 +56,10 @@ class Encoder(nn.Module):
         h = x.reshape(x.shape[0], -1)
         for lin in self.dense:
             h = self.act(lin(h))
-        return self.mean(h), self.logsd(h)
+        m = self.mean(h)
+        if self.angle_vector:
+            m = torch.cat([torch.atan2(m[:, 1:2], m[:, :1]), m[:, 2:]], 1)
+        return m, self.logsd(h)
 
 
 class Decoder(nn.Module):
@@ -91,11 +104,11 @@ class RVAENet(nn.Module):
     """Encoder + decoder; latent layout: [angle, (dx, dy,) content...]."""
 
     def __init__(self, n_pixels: int, latent_dim: int, hidden: int, layers: int, activation: str,
-                 translation: bool):
+                 translation: bool, angle: str = "linear"):
         super().__init__()
         self.n_pose = 3 if translation else 1
         self.latent_dim = latent_dim
-        self.encoder = Encoder(n_pixels, hidden, layers, self.n_pose + latent_dim, activation)
+        self.encoder = Encoder(n_pixels, hidden, layers, self.n_pose + latent_dim, activation, angle)
         self.decoder = Decoder(latent_dim, hidden, layers, activation)
 
     def split(self, z: torch.Tensor):

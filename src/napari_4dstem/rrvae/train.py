@@ -68,8 +68,10 @@ class RRVAE:
     history : list of dict
         One report per epoch: loss terms, validation loss, time, correlations with the COM maps.
     best_epoch : int or None
-        The recorded epoch with the highest |Pearson r| between a latent map and |COM| (the paper's stopping
-        rule); without COM maps, the epoch with the lowest (validation) loss.
+        The recorded epoch with the highest :func:`stop_score` under ``config.stop_rule``: ``"latent"``, the
+        highest |Pearson r| between a latent map and |COM| (the paper's stopping rule); ``"latent+rotation"``,
+        the highest ``min(|r|, |circular r|)`` of the latents and the rotation map. Without COM maps, the
+        epoch with the lowest (validation) loss.
     """
 
     def __init__(self, config: RRVAEConfig | None = None, **kwargs):
@@ -100,7 +102,7 @@ class RRVAE:
         c = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)
-            net = RVAENet(n_pixels, c.latent_dim, c.hidden, c.layers, c.activation, c.translation)
+            net = RVAENet(n_pixels, c.latent_dim, c.hidden, c.layers, c.activation, c.translation, c.angle)
         return net.to(self.device)
 
     # -- training ------------------------------------------------------------------------------
@@ -189,21 +191,21 @@ class RRVAE:
                 net.train()
                 te = time.perf_counter()
                 perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
-                sums = np.zeros(3)
+                parts = []  # loss terms stay on the device: no host sync per step (GPU)
                 for b in range(n_batches):
-                    idx = perm[b * bs:(b + 1) * bs].to(dev)
+                    idx = perm[b * bs:(b + 1) * bs].to(dev, non_blocking=True)
                     loss, terms = self._loss(net, grid, x[idx], gen, cfg.pixel_fraction, step)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
-                    sums += terms * len(idx)
+                    parts.append(terms.detach() * len(idx))
                     now = time.perf_counter()
                     if now - last_yield >= PROGRESS_SECONDS and b + 1 < n_batches:
                         last_yield = now
                         yield Progress((epoch - 1) * n_batches + b + 1, total,
                                        f"epoch {epoch}/{cfg.epochs}, batch {b + 1}/{n_batches}",
                                        {"epoch": epoch, "batch": b + 1, "epoch_done": False})
-                rec, klr, klz = sums / len(train_idx)
+                rec, klr, klz = torch.stack(parts).cpu().double().sum(0).numpy() / len(train_idx)
                 report = {"precision": "bfloat16" if self._amp else "float32", "epoch": epoch,
                           "loss": float(rec + klr + klz), "recon": float(rec), "kl_rot": float(klr),
                           "kl_content": float(klz),
@@ -232,7 +234,7 @@ class RRVAE:
         return self.history
 
     def _loss(self, net, grid, xb, gen, pixel_fraction, step=None):
-        """Loss of one batch and its terms (recon, kl_rot, kl_content) as numbers."""
+        """Loss of one batch and its terms (recon, kl_rot, kl_content) as a tensor on the device."""
         eps_shape = (xb.shape[0], net.n_pose + net.latent_dim)
         eps = torch.randn(eps_shape, generator=gen).to(xb.device)
         p = grid.shape[0]
@@ -241,8 +243,7 @@ class RRVAE:
             k = max(1, int(round(pixel_fraction * p)))
             pix = torch.randperm(p, generator=gen)[:k].to(xb.device)
             grid, target, scale = grid[pix], xb[:, pix], p / k
-        loss, terms = (step or self._step)(net, grid, xb, target, eps, scale)
-        return loss, terms.detach().cpu().numpy().astype(np.float64)
+        return (step or self._step)(net, grid, xb, target, eps, scale)
 
     def _step(self, net, grid, xb, target, eps, scale: float):
         """The differentiable part (no Python-side randomness, so torch.compile sees one graph)."""
@@ -293,14 +294,8 @@ class RRVAE:
             finite = [r for r in rs if np.isfinite(r)]
             out["r_best"] = max(finite, key=abs) if finite else float("nan")
         if com_angle is not None:
-            out["circ_r"] = circular_r(mean[:, 0], com_angle)
+            out["circ_r"] = circular_r(mean[:, 0], com_angle)  # Fisher-Lee (see circular_r)
         return out
-
-    def _score(self, rep: dict) -> float:
-        if rep.get("r_best") is not None and np.isfinite(rep["r_best"]):
-            return abs(rep["r_best"])
-        loss = rep["val_loss"] if rep.get("val_loss") is not None else rep["loss"]
-        return -loss
 
     def _resume_state(self, net, opt, gen) -> int:
         """Load the last completed epoch's weights, Adam and RNG state into ``net``, ``opt``, ``gen``."""
@@ -323,8 +318,7 @@ class RRVAE:
         self._train_state = {"epoch": epoch, "optimizer": _cpu_copy(opt.state_dict()),
                              "rng": gen.get_state() if gen is not None else None}
         scored = [r for r in self.history if "r" in r or r["epoch"] == epoch]
-        best = max(scored, key=self._score)
-        self.best_epoch = best["epoch"]
+        self.best_epoch = choose_epoch(scored, self.config.stop_rule)
         size = sum(v.numel() * v.element_size() for v in state.values())
         while len(self.checkpoints) > 2 and size * len(self.checkpoints) > CHECKPOINT_BYTES:
             drop = next(e for e in sorted(self.checkpoints) if e not in (self.best_epoch, epoch))
@@ -399,7 +393,7 @@ class RRVAE:
         for i in range(0, content.shape[0], _DECODE_BATCH):
             sl = slice(i, i + _DECODE_BATCH)
             y = self.net.decoder(grid, content[sl], angle[sl], None if shift is None else shift[sl])
-            outs.append(self.view.inverse_full(y).cpu())
+            outs.append(self.view.inverse_full(y.cpu()))  # the view's mean pattern lives on the CPU
         return torch.cat(outs).reshape(-1, h, w).numpy()
 
     @torch.no_grad()
@@ -493,6 +487,31 @@ class RRVAE:
     def load(cls, path) -> RRVAE:
         """Read a model written by :meth:`save` (ModelError if corrupt or from another format version)."""
         return _io.load(cls, path)
+
+
+def stop_score(report: dict, rule: str = "latent") -> float:
+    """The number the stopping rule maximises over the epochs of :attr:`RRVAE.history`.
+
+    ``"latent"`` (the paper): ``|r_best|``, the largest |Pearson r| of a content latent map with |COM|.
+    ``"latent+rotation"``: ``min(|r_best|, |circ_r|)``, so that the chosen epoch has both latents that follow
+    |COM| and a rotation map that follows the COM angle (circular r's sign only says which way the angle
+    turns, see docs/rrvae.md); ``|r_best|`` where no COM angle was given. Without COM maps: minus the
+    (validation) loss.
+    """
+    r, c = report.get("r_best"), report.get("circ_r")
+    if r is not None and np.isfinite(r):
+        if rule == "latent+rotation" and c is not None and np.isfinite(c):
+            return min(abs(r), abs(c))
+        return abs(r)
+    loss = report["val_loss"] if report.get("val_loss") is not None else report["loss"]
+    return -loss
+
+
+def choose_epoch(history: list[dict], rule: str = "latent") -> int | None:
+    """The epoch of ``history`` with the highest :func:`stop_score` (the first of equals); None if empty."""
+    if not history:
+        return None
+    return max(history, key=lambda r: stop_score(r, rule))["epoch"]
 
 
 def _cpu_copy(obj):
