@@ -91,6 +91,7 @@ def main(argv=None) -> int:
     import h5py
 
     from napari_4dstem import center_of_mass
+    from napari_4dstem.rrvae.maps import circular_r
 
     ensure_data(a.data, a.kinds)
     here = Path(sys.executable).parent / "napari-4dstem"  # the venv's entry point, even if not on PATH
@@ -118,22 +119,28 @@ def main(argv=None) -> int:
                 continue
             with h5py.File(out) as h:
                 mag = h["com/magnitude"][()]
+                com_angle = h["com/angle"][()]
                 maps = rrvae_maps(h)
                 best_epoch = json.loads(h.attrs["info"]).get("rrvae_best_epoch")
             lat = [m for k, m in maps.items() if k.startswith("latents[")]
             r_same = max(abs(np.corrcoef(m.ravel(), mag.ravel())[0, 1]) for m in lat)
             r_clean = max(abs(np.corrcoef(m.ravel(), mag_clean.ravel())[0, 1]) for m in lat)
+            # Fisher-Lee (the default of circular_r): defined when the angles cover the whole circle
+            circ = circular_r(maps["angle"], com_angle)
+            circ_js = circular_r(maps["angle"], com_angle, method="js")
             zs = {k: zscores(m, site) for k, m in maps.items()}
             best = max(zs, key=lambda k: zs[k]["z<=2px"])
             need = 5.0 if key == "clean" else 3.0
             passed = zs[best]["z<=2px"] >= need and (key != "clean" or r_same >= 0.9) and secs < 600
             ok &= passed
             rows.append({"kind": kind, "key": key, "seconds": round(secs, 1), "r_same": round(r_same, 3),
+                         "circ_r": round(float(circ), 3), "circ_r_js": round(float(circ_js), 3),
                          "r_noiseless": round(r_clean, 3), "best_map": best, "best_epoch": best_epoch,
                          "z": {k: {kk: (round(vv, 2) if isinstance(vv, float) else vv) for kk, vv in v.items()}
                                for k, v in zs.items()}, "pass": bool(passed)})
             print(f"\n{kind} {key}: {secs:.0f} s, best latent |r| vs |COM| {r_same:.3f} (vs noiseless "
-                  f"{r_clean:.3f}); need z >= {need:g}: {'PASS' if passed else 'FAIL'}", flush=True)
+                  f"{r_clean:.3f}); rotation vs COM angle |circ r| {abs(circ):.3f} (JS {circ_js:+.3f}); "
+                  f"need z >= {need:g}: {'PASS' if passed else 'FAIL'}", flush=True)
             print(f"  {'map':22s} {'z@site':>7s} {'z<=2px':>7s} {'rz<=4px':>8s} {'peak px':>8s} {'z>8px':>6s}  top")
             for k, v in zs.items():
                 print(f"  {k:22s} {v['z@site']:7.2f} {v['z<=2px']:7.2f} {v['rz<=4px']:8.2f} {v['peak_px']:8.1f} "

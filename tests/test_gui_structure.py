@@ -93,3 +93,17 @@ def test_rrvae_dock_is_short_and_fast_by_default_and_tabs_are_readable(make_napa
     bars = [b for b in docks["Data"].window().findChildren(QTabBar)
             if "Data" in [b.tabText(i) for i in range(b.count())]]
     assert bars and bars[0].tabText(bars[0].currentIndex()) == "Data"  # Data in front of its tab group
+
+
+def test_rrvae_form_builds_a_config_from_its_defaults():
+    # every string field of RRVAEConfig without a choice list once came back as None ("none" typed) and the
+    # config refused it: Train did nothing
+    import dataclasses
+
+    from napari_4dstem.gui import _rrvae_widget as w
+    from napari_4dstem.rrvae import RRVAEConfig
+
+    for f in dataclasses.fields(RRVAEConfig):
+        if str(f.type).startswith("str") and f.name not in w.MODE_FIELDS:
+            assert f.name in w.CHOICES, f"rrVAE field {f.name} has no choice list in the GUI form"
+            assert f.default in w.CHOICES[f.name]
