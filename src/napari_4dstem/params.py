@@ -31,10 +31,11 @@ MAX_SEED = 2**32 - 1
 
 @dataclass(frozen=True)
 class Param:
-    """``allowed``: what the message says is allowed; ``ok(value) -> bool``."""
+    """``allowed``: what the message says is allowed; ``ok(value) -> bool``; ``values``: a choice's values."""
 
     allowed: str
     ok: Callable[[Any], bool]
+    values: tuple = ()
 
 
 # -- building blocks ---------------------------------------------------------------------------
@@ -89,7 +90,8 @@ def boolean() -> Param:
 
 def choice(*values) -> Param:
     shown = ", ".join("None" if v is None else repr(v) for v in values)
-    return Param(f"one of {shown}" if len(values) > 1 else shown, lambda v: isinstance(v, (str, type(None))) and v in values)
+    return Param(f"one of {shown}" if len(values) > 1 else shown,
+                 lambda v: isinstance(v, (str, type(None))) and v in values, values)
 
 
 def either(*params: Param) -> Param:

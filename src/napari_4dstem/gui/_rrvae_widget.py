@@ -15,17 +15,19 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from napari_4dstem.errors import FourDSTEMError
+from napari_4dstem.params import TABLE
 from napari_4dstem.rrvae import RRVAE, RRVAEConfig
-from napari_4dstem.rrvae.config import MODE_DEFAULTS, MODES, STOP_RULES
+from napari_4dstem.rrvae.config import MODE_DEFAULTS
 from napari_4dstem.rrvae.train import physical_cores
 
 from ._common import AsyncPlot, legend, notify_error, progress_bar, set_progress
 from ._dock import DockBase
 
-CHOICES = {"mode": MODES, "activation": ("tanh", "relu", "lrelu", "softplus"), "loss": ("mse",),
-           "scaling": ("none", "std"), "device": ("auto", "cpu", "cuda"),
-           "precision": ("auto", "float32", "bfloat16"),
-           "angle": ("linear", "vector"), "stop_rule": STOP_RULES, "transform": ("none", "anscombe")}
+# the choice lists of the parameter table (params.py), so the form offers exactly what the config accepts
+CHOICES = {name: tuple(v for v in p.values if v is not None)
+           for name, p in TABLE["rrvae"].items() if p.values and name != "scaling"}
+CHOICES["scaling"] = ("none", "std")   # "signal" stays reachable from Python and params.toml only
+CHOICES["device"] = ("auto", "cpu", "cuda")  # any torch device string is accepted; these are the usual ones
 MODE_FIELDS = set(MODE_DEFAULTS["faithful"])
 #: Scan map of each pattern's reconstruction error (``RRVAE.reconstruction_error``); saved as ``rrvae/reconstruction_error``.
 RESIDUAL_NAME = "rrVAE reconstruction error"
