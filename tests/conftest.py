@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# napari's viewer fixture checks that closed viewers are collected: the GUI's gc.freeze() (gui/_gc.py) would keep
+# a closed test viewer frozen; the test of the freeze turns it on for itself
+os.environ.setdefault("NAPARI_4DSTEM_GC_FREEZE", "0")
 SHARED_DATA = Path(os.environ.get("NAPARI_4DSTEM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

@@ -205,8 +205,10 @@ def test_whole_workflow_on_the_sample(make_napari_viewer, qtbot, tmp_path, monke
     qtbot.waitUntil(lambda: s.encoded is not None, timeout=120_000)
     assert rr.train_btn.text() == "Train"
     assert len(s.model.history) == 2 and len(rr.reports) == 2
-    qtbot.waitUntil(lambda: rr.plot.rendered >= 1, timeout=30_000)  # live loss / r plot
-    assert rr.plot.pixmap() is not None and not rr.plot.pixmap().isNull()
+    assert rr.plot.rendered >= 2  # live loss / r plot, once per epoch, in the GUI thread
+    # the curves are the history's numbers: the total loss and the per-latent r of each epoch
+    np.testing.assert_allclose(rr.plot.curves["loss"], [h["loss"] for h in s.model.history])
+    np.testing.assert_allclose(rr.plot.curves["r[z1]"], [h["r"][0] for h in s.model.history])
     assert viewer.layers["rrVAE angle"].colormap.name == "twilight"
     assert viewer.layers["rrVAE z1"].data.shape == (12, 12)
     # the residual map: each pattern's reconstruction error, as the core computes it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 
 import numpy as np
@@ -16,11 +17,12 @@ from superqt import QCollapsible
 
 from napari_4dstem.errors import FourDSTEMError
 from napari_4dstem.params import TABLE
+from napari_4dstem.progress import Progress
 from napari_4dstem.rrvae import RRVAE, RRVAEConfig
 from napari_4dstem.rrvae.config import MODE_DEFAULTS
 from napari_4dstem.rrvae.train import physical_cores
 
-from ._common import AsyncPlot, legend, notify_error, progress_bar, set_progress
+from ._common import notify_error, progress_bar, set_progress
 from ._dock import DockBase
 
 # the choice lists of the parameter table (params.py), so the form offers exactly what the config accepts
@@ -33,9 +35,6 @@ MODE_FIELDS = set(MODE_DEFAULTS["faithful"])
 RESIDUAL_NAME = "rrVAE reconstruction error"
 #: Scan map of how unlike the rest of the scan each neighbourhood of latents is (``RRVAE.outlier_map``).
 OUTLIER_NAME = "rrVAE outlier"
-_NOT_PLOTTED = {"epoch", "epoch_done", "batch", "seconds", "elapsed", "eta", "r_best"}
-
-
 #: Fields shown first; every other RRVAEConfig field sits under "Advanced".
 MAIN_FIELDS = ("mode", "epochs", "latent_dim", "seed")
 _LABELS = {"latent_dim": "latents", "epochs": "epochs (blank: mode default)"}
@@ -167,7 +166,9 @@ class RRVAEWidget(DockBase):
         self.status = QLabel("preprocess the data, then train")
         self.status.setWordWrap(True)
         lay.addWidget(self.status)
-        self.plot = AsyncPlot(height_px=180)
+        from ._live_plot import HistoryPlot
+
+        self.plot = HistoryPlot(height_px=180)
         lay.addWidget(self.plot)
         pick = QHBoxLayout()
         pick.addWidget(QLabel("checkpoint"))
@@ -232,9 +233,6 @@ class RRVAEWidget(DockBase):
             # every core makes the event loop stall for hundreds of ms
             cfg = dataclasses.replace(cfg, threads=max(1, physical_cores() - 1))
         model = RRVAE(cfg)
-        # the maps' layers now, hidden, in one batch, before the worker starts: their arrival after training
-        # then only fills them in place (adding 7 layers then froze the GUI for ~1 s)
-        self.prepare_map_layers(cfg.latent_dim)
         com_mag = None if s.com is None else np.asarray(s.com.magnitude)
         com_ang = None if s.com is None else np.asarray(s.com.angle)
         self.reports = []
@@ -269,10 +267,48 @@ class RRVAEWidget(DockBase):
             finally:
                 s.training_changed.emit(False)  # the Inspector's reconstructions resume
 
-        self.worker = self.start(lambda: model.iter_fit(patterns, com_magnitude=com_mag, com_angle=com_ang),
-                                 on_return=lambda _hist: None, on_progress=progress, on_finish=finished)
+        # the maps' layers first, hidden, one per event-loop turn, while the worker waits (asleep, so that
+        # the GUI thread has the interpreter to itself): their arrival after training then only fills them
+        # in place. Adding a layer costs napari ~0.2 s of GUI thread under a software renderer; all 7 at
+        # once froze the GUI for 1.4-1.6 s when Train was pressed, and next to the training thread (which
+        # holds the GIL between torch calls) one insert took up to 0.7 s.
+        ready = threading.Event()
+
+        def steps():
+            while not ready.wait(0.02):
+                yield Progress(0, 1, "making the map layers…")
+            return (yield from model.iter_fit(patterns, com_magnitude=com_mag, com_angle=com_ang))
+
+        self.worker = self.start(steps, on_return=lambda _hist: None, on_progress=progress, on_finish=finished)
         s.training_changed.emit(True)
+        self._prepare_gradually(cfg.latent_dim, self.worker, ready)
         return self.worker
+
+    def _prepare_gradually(self, latent_dim: int, worker, ready, gap_ms: int = 30):
+        """Make the missing map layers one per event-loop turn, then set ``ready``."""
+        from qtpy.QtCore import QTimer
+
+        from ._common import alive
+
+        s = self.session
+        self.prepare_map_layers(latent_dim, specs=[])  # only drops latent layers beyond latent_dim
+        todo = [spec for spec in map_specs(latent_dim) if s.needs_map_layer(spec[0])]
+        patterns = s.preprocessed
+
+        def step():
+            # stop when this training is over (stopped: finished() removed the placeholders) or its patterns
+            # are gone (their model will be dropped)
+            if alive(self) and self.worker is worker and s.preprocessed is patterns and todo:
+                s.prepare_maps([todo.pop(0)])
+                if todo:
+                    QTimer.singleShot(gap_ms, step)  # a gap, so that each insert is painted in a turn of its own
+                    return
+            ready.set()
+
+        if todo:
+            QTimer.singleShot(0, step)
+        else:
+            ready.set()
 
     def adopt_model(self, model):
         """Make a trained model the session's, at its best epoch, and encode its maps.
@@ -319,17 +355,18 @@ class RRVAEWidget(DockBase):
                                  on_progress=progress, on_finish=finished)
         return self.worker
 
-    def prepare_map_layers(self, latent_dim: int) -> list:
+    def prepare_map_layers(self, latent_dim: int, specs=None) -> list:
         """The layers of a model's maps, made before the maps exist (hidden zeros of the scan's shape; see
         ``Session.prepare_maps``), so that their arrival only updates them in place. Latent layers beyond
-        ``latent_dim`` (a previous model with more latents) go."""
+        ``latent_dim`` (a previous model with more latents) go. ``specs``: the layers to make (default: all
+        of ``map_specs(latent_dim)``)."""
         s = self.session
         keep = {name for name, _, _ in map_specs(latent_dim)}
         for layer in list(s.viewer.layers):
             if layer.name.startswith(("rrVAE z", "rrVAE sd")) and layer.name not in keep:
                 s.viewer.layers.remove(layer)
                 s.maps.pop(layer.name, None)
-        return s.prepare_maps(map_specs(latent_dim))
+        return s.prepare_maps(map_specs(latent_dim) if specs is None else specs)
 
     def show_maps(self, enc, residual=None, outlier=None):
         """Show the encoded maps (angle, latents, sds) and, if given, the reconstruction-error and outlier maps.
@@ -404,7 +441,7 @@ class RRVAEWidget(DockBase):
 
     # -- history and checkpoints ----------------------------------------------------------------
     def plot_history(self):
-        return self.plot.plot(draw_history, [dict(r) for r in self.reports])
+        self.plot.show_history([dict(r) for r in self.reports])
 
     def _fill_epochs(self, model):
         best = getattr(model, "best_epoch", None)
@@ -461,30 +498,6 @@ def checkpoint_epochs(model) -> list:
     return []
 
 
-def draw_history(fig, reports: list[dict]):
-    """Loss terms (left) and correlations (right) per epoch."""
-    ax_loss, ax_r = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    ep = [r.get("epoch") for r in reports]
-    for key in sorted(reports[-1]) if reports else []:
-        vals = [r.get(key) for r in reports]
-        if key in _NOT_PLOTTED or not all(isinstance(v, (int, float, list, tuple)) for v in vals):
-            continue
-        arr = np.array(vals, dtype=float)
-        ax = ax_r if key in ("r", "circ_r") else ax_loss
-        if arr.ndim == 1:
-            ax.plot(ep, arr, marker=".", lw=1, label=key)
-        else:
-            for k in range(arr.shape[1]):
-                ax.plot(ep, arr[:, k], marker=".", lw=1, label=f"{key}[z{k + 1}]")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_title("loss terms")
-    ax_r.set_xlabel("epoch")
-    ax_r.set_title("r(latent, |COM|), circular r")
-    for ax in (ax_loss, ax_r):
-        if ax.lines:
-            legend(ax)
-
-
 _WARMED = []
 
 
@@ -499,6 +512,11 @@ def _warm_up():
     def job():
         import torch._dynamo  # noqa: F401
 
+    def imported():
+        from ._gc import refreeze
+
+        refreeze()  # torch's and sympy's modules: long-lived (see _gc.py)
+
     from ._workers import start_worker
 
-    start_worker(job)
+    start_worker(job, connect={"returned": imported})

@@ -42,6 +42,10 @@ def get_session(viewer) -> Session:
     s = _SESSIONS.get(v)
     if s is None:
         s = _SESSIONS[v] = Session(v)
+        if len(_SESSIONS) == 1:
+            from ._gc import refreeze
+
+            refreeze()  # napari and Qt are loaded, no data yet (see _gc.py)
     return s
 
 
@@ -201,6 +205,9 @@ class Session(SessionState):
         self.select(*self.selected)
         self.fit()
         self._ensure_detector_dock()
+        from ._gc import refreeze
+
+        refreeze()  # the old dataset's layers are freed now, the new ones kept out of full collections
 
     def _fill_navigator(self, layer, ds):
         """Compute a big file's navigator in a worker and put it into ``layer`` when done."""
@@ -354,6 +361,11 @@ class Session(SessionState):
             kw["metadata"] = {META_KEY: {"role": "map", "dataset": self.dataset, "placeholder": True}}
             todo.append((name, np.zeros(shape, np.float32), colormap, "map", {**kw, "visible": False}))
         return self._insert_maps(todo) if todo else []
+
+    def needs_map_layer(self, name: str) -> bool:
+        """True when :meth:`prepare_maps` would add (or remake) layer ``name``."""
+        layer = self._find(name)
+        return self.dataset is not None and (layer is None or layer.data.shape != tuple(self.dataset.scan_shape))
 
     def remove_placeholders(self, prefix: str = "") -> None:
         """Remove the placeholders (see :meth:`prepare_maps`) whose maps never came."""
