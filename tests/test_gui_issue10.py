@@ -247,13 +247,24 @@ def test_inspector_waits_for_training_and_keeps_its_canvas_readable(make_napari_
     started = []
     real = s.workers.start
     monkeypatch.setattr(s.workers, "start", lambda *a, **k: started.append(1) or real(*a, **k))
+    s.training = s.model
     s.training_changed.emit(True)
     s.select(3, 4)
     qtbot.wait(50)
     assert not started and "paused while the model trains" in insp.text.text()
+    # the reconstruction panels got the model's shapes (hidden) when training started ...
+    size = s.model.view.size
+    made = {n: insp.layers[n].data for n in ("reconstruction", "canonical", "residual")}
+    assert made["reconstruction"].shape == made["canonical"].shape == s.preprocessed.detector_shape
+    assert made["residual"].shape == (size, size)
+    assert all(insp.layers[n].opacity == 0.0 for n in made)
+    s.training = None
     s.training_changed.emit(False)
     qtbot.waitUntil(lambda: insp.recon_pixel == (3, 4), timeout=30_000)
     assert len(started) == 1 and "paused" not in insp.text.text()
+    # ... so the first reconstructions filled them in place (a new shape re-lays the grid out: a stall)
+    assert all(insp.layers[n].data is made[n] for n in made)
+    assert all(insp.layers[n].opacity == 1.0 for n in made)
 
 
 def _slow_steps(n=400, dt=0.01, result=None):

@@ -265,6 +265,7 @@ class RRVAEWidget(DockBase):
                     s.remove_placeholders("rrVAE")
                     self.status.setText("stopped before the first epoch finished: the previous model is kept")
             finally:
+                s.training = None
                 s.training_changed.emit(False)  # the Inspector's reconstructions resume
 
         # the maps' layers first, hidden, one per event-loop turn, while the worker waits (asleep, so that
@@ -280,6 +281,7 @@ class RRVAEWidget(DockBase):
             return (yield from model.iter_fit(patterns, com_magnitude=com_mag, com_angle=com_ang))
 
         self.worker = self.start(steps, on_return=lambda _hist: None, on_progress=progress, on_finish=finished)
+        s.training = model
         s.training_changed.emit(True)
         self._prepare_gradually(cfg.latent_dim, self.worker, ready)
         return self.worker

@@ -33,6 +33,7 @@ class SessionState:
         self.preprocessed: Dataset4D | None = None
         self.com = None  # COMResult
         self.model = None  # RRVAE (the last good one)
+        self.training = None  # the RRVAE a worker trains now (see training_changed)
         self.encoded = None  # LatentMaps of the maps shown
         self.history = None
         self.maps: dict[str, np.ndarray] = {}  # name -> scan-space map shown
