@@ -298,11 +298,17 @@ def training(napari, argv, quick, get_session, open_workflow, wait_for, EventLoo
         print(f"  while training: longest event-loop stall {max(delays, default=0):.0f} ms, p95 of the timer's "
               f"delays {p95:.0f} ms (>100 ms stalls: {len(during)})  (target: none > {target} ms)")
         enc_probe = EventLoopProbe(interval_ms=10, threshold_ms=100)
+        if dump is not None:
+            enc_probe._timer.timeout.connect(dump)
         enc_probe.start()
         t_enc = time.perf_counter()
         _wait(lambda: s.encoded is not None, 300)
         _process(5)
         enc_probe.stop()
+        if dump is not None:
+            import faulthandler
+
+            faulthandler.cancel_dump_traceback_later()
         print(f"  encoding and showing the maps: {time.perf_counter() - t_enc:.1f} s, longest event-loop stall "
               f"{enc_probe.max_stall_ms:.0f} ms  (target < 100 ms)")
     per_epoch_gui = per_epoch_gui[0]

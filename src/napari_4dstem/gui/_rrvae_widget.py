@@ -190,6 +190,7 @@ class RRVAEWidget(DockBase):
         lay.addLayout(avg)
         self.average_worker = None
         self.worker = None
+        self._showing = None  # token of the maps being shown (show_maps, over three turns)
         self.reports: list[dict] = []
         self.train_btn.clicked.connect(self.toggle)
         self.restore_btn.clicked.connect(lambda: self.use_checkpoint())
@@ -348,7 +349,7 @@ class RRVAEWidget(DockBase):
         def finished():
             self.worker = None
             self.train_btn.setText("Train")
-            if s.encoded is None and s.model is model:
+            if s.encoded is None and s.model is model and self._showing is None:  # (not still being shown)
                 s.remove_placeholders("rrVAE")
                 self.status.setText("encoding stopped: no maps shown (Use a checkpoint to encode again)")
 
@@ -370,14 +371,18 @@ class RRVAEWidget(DockBase):
                 s.maps.pop(layer.name, None)
         return s.prepare_maps(map_specs(latent_dim) if specs is None else specs)
 
-    def show_maps(self, enc, residual=None, outlier=None):
+    def show_maps(self, enc, residual=None, outlier=None, gap_ms: int = 15):
         """Show the encoded maps (angle, latents, sds) and, if given, the reconstruction-error and outlier maps.
 
         The layers exist already (:meth:`prepare_map_layers`, when training or encoding started), so every map
-        is copied into its layer in place, all in one turn of the event loop: hidden layers repaint nothing
-        and only the visible ones are redrawn, once. Fresh layers stay hidden except the last latent map, the
-        top one, which is all an opaque stack shows anyway. ``session.encoded`` is set when all are shown.
+        is copied into its layer in place. Three turns of the event loop, each painted before the next: the
+        hidden layers (they repaint nothing), then the one shown (the last latent map, the top one, which is
+        all an opaque stack shows anyway; a newly shown layer is sliced and drawn), then ``session.encoded``
+        and the signals (the Inspector's reconstructions). In one turn the three made a 100-150 ms stall under
+        a software renderer. ``session.encoded`` is set when all are shown.
         """
+        from qtpy.QtCore import QTimer
+
         from ._common import alive
 
         s = self.session
@@ -389,16 +394,46 @@ class RRVAEWidget(DockBase):
         for k in range(lat.shape[0]):
             data[f"rrVAE z{k + 1}"], data[f"rrVAE sd{k + 1}"] = lat[k], sd[k]
         on_top = f"rrVAE z{lat.shape[0]}"
-        for name, colormap, kw in map_specs(lat.shape[0]):
-            if data.get(name) is None:
-                continue
-            s.show_map(name, np.asarray(data[name], dtype=np.float32), colormap=colormap, visible=name == on_top,
-                       **kw)
-        s.encoded = enc
-        epoch = getattr(enc, "parameters", {}).get("epoch")
-        self.status.setText(f"rrVAE maps shown ({lat.shape[0]} latents, epoch {epoch})")
-        s.model_changed.emit(s.model)
-        s.maps_changed.emit(enc)
+        items = [(name, colormap, kw) for name, colormap, kw in map_specs(lat.shape[0]) if data.get(name) is not None]
+        model, patterns = s.model, s.preprocessed
+        self._showing = token = object()
+
+        def fill(names):
+            for name, colormap, kw in items:
+                if name in names:
+                    s.show_map(name, np.asarray(data[name], dtype=np.float32), colormap=colormap,
+                               visible=name == on_top, **kw)
+
+        def current():
+            return alive(self) and self._showing is token and s.model is model and s.preprocessed is patterns
+
+        def hidden():
+            if current():
+                fill({n for n, _, _ in items if n != on_top})
+                QTimer.singleShot(gap_ms, shown)
+            elif self._showing is token:
+                self._showing = None
+
+        def shown():
+            if current():
+                fill({on_top})
+                QTimer.singleShot(gap_ms, done)
+            elif self._showing is token:
+                self._showing = None
+
+        def done():
+            if not current():
+                if self._showing is token:
+                    self._showing = None
+                return
+            self._showing = None
+            s.encoded = enc
+            epoch = getattr(enc, "parameters", {}).get("epoch")
+            self.status.setText(f"rrVAE maps shown ({lat.shape[0]} latents, epoch {epoch})")
+            s.model_changed.emit(s.model)
+            s.maps_changed.emit(enc)
+
+        hidden()
 
     # -- defect map from several models -------------------------------------------------------
     def toggle_average(self):
