@@ -387,3 +387,27 @@ def test_full_collections_skip_the_gui_and_a_dropped_dataset_is_freed(make_napar
         assert s.dataset.name == "second" and gc.get_freeze_count() > 100_000
     finally:
         gc.unfreeze()
+
+
+def test_inspector_contrast_is_the_stacks_and_stays_across_clicks(make_napari_viewer, qtbot):
+    """Deliver 3 and 8: input and reconstructions share one contrast that holds the preprocessed patterns'
+    0.5-99.5 percentile range, so every pixel is shown on the same scale and clicking through typical pixels
+    changes no colourbar (each change drew the canvas twice)."""
+    viewer = make_napari_viewer()
+    docks = _docks(viewer, qtbot, ("Preprocess", "Inspector"))
+    s = session(viewer)
+    _small_prepared(docks, s, qtbot)
+    insp = docks["Inspector"]
+    x = np.asarray(s.preprocessed.data, dtype=np.float64)
+    p_lo, p_hi = np.percentile(x, [0.5, 99.5])
+    ny, nx = s.dataset.scan_shape
+    typical = [(iy, ix) for iy in range(ny) for ix in range(nx)
+               if p_lo <= x[iy, ix].min() and x[iy, ix].max() <= p_hi][:6]
+    assert len(typical) >= 3
+    seen = set()
+    for iy, ix in typical:
+        s.select(iy, ix)
+        lo, hi = insp.layers["model input"].contrast_limits
+        seen.add((lo, hi))
+        assert lo <= p_lo and p_hi <= hi and (hi - lo) < 1.3 * (p_hi - p_lo)
+    assert len(seen) == 1

@@ -214,10 +214,10 @@ class InspectorWidget(CanvasDock):
             self.model.reset_view()
 
     def stack_range(self) -> tuple[float, float] | None:
-        """Value range of the preprocessed patterns (a strided sample of at most ~4096 of them, once per
-        preprocessing): the shared contrast starts from it, so that every pixel is shown on the same scale
-        and a click changes no colourbar (each change redraws the canvas twice, ~60 ms more per click under a
-        software renderer)."""
+        """Value range (0.5-99.5 percentiles) of the preprocessed patterns (a strided sample of at most
+        ~4096, once per preprocessing): the shared contrast starts from it, so that every pixel is shown on
+        the same scale and a click changes no colourbar (each change redraws the canvas twice, ~60 ms more
+        per click under a software renderer)."""
         pre = self.session.preprocessed
         if pre is None:
             return None
@@ -226,7 +226,9 @@ class InspectorWidget(CanvasDock):
             step = max(1, int(math.ceil(math.sqrt(ny * nx / 4096))))
             sample = np.asarray(pre.data[::step, ::step], dtype=np.float32)
             finite = sample[np.isfinite(sample)]
-            self._range = (float(finite.min()), float(finite.max())) if finite.size else None
+            # percentiles, not min-max: a few extreme patterns (a defect, a hot pixel) would squeeze every
+            # other pattern into a sliver of the colour scale; a pattern beyond them widens the limits
+            self._range = tuple(float(v) for v in np.percentile(finite, [0.5, 99.5])) if finite.size else None
             self._range_of = pre
         return self._range
 
