@@ -208,6 +208,19 @@ def _stall_dumper(argv):
     return rearm
 
 
+def _pump(session, clicks_hz: float, stop) -> None:
+    """Run the event loop until ``stop()``, selecting a new scan pixel ``clicks_hz`` times a second."""
+    ny, nx = session.dataset.scan_shape
+    k, next_click = 0, time.perf_counter()
+    while not stop():
+        _process(1)
+        time.sleep(0.005)
+        if clicks_hz and time.perf_counter() >= next_click:
+            next_click += 1.0 / clicks_hz
+            k += 1
+            session.select((7 * k) % ny, (11 * k) % nx)
+
+
 def training(napari, argv, quick, get_session, open_workflow, wait_for, EventLoopProbe):
     """Sections 2 and 3: the sample with a model, the probe during training."""
     viewer = napari.Viewer()
@@ -218,7 +231,6 @@ def training(napari, argv, quick, get_session, open_workflow, wait_for, EventLoo
     wait_for(w["Preprocess"].run())
     wait_for(w["COM / DPC"].run())
     epochs = 2 if quick else 4
-    ny, nx = s.dataset.scan_shape
     from napari_4dstem.gui.demo import show_dock
 
     show_dock(w, "Inspector")  # the worst case: the Inspector's canvas in front (it is a tab of the right column)
@@ -228,15 +240,8 @@ def training(napari, argv, quick, get_session, open_workflow, wait_for, EventLoo
     for clicks_hz in (0, 2):
         probe = EventLoopProbe(interval_ms=10, threshold_ms=100)
         probe.start()
-        t0 = next_click = time.perf_counter()
-        k = 0
-        while time.perf_counter() - t0 < 6.0:
-            _process(1)
-            time.sleep(0.005)
-            if clicks_hz and time.perf_counter() >= next_click:
-                next_click += 1.0 / clicks_hz
-                k += 1
-                s.select((7 * k) % ny, (11 * k) % nx)
+        t0 = time.perf_counter()
+        _pump(s, clicks_hz, lambda: time.perf_counter() - t0 >= 6.0)
         probe.stop()
         d = probe.delays
         print(f"\n[baseline, no training, clicks {clicks_hz}/s, 6 s, load average {os.getloadavg()[0]:.1f}] longest "
@@ -254,7 +259,7 @@ def training(napari, argv, quick, get_session, open_workflow, wait_for, EventLoo
             probe._timer.timeout.connect(dump)
         probe.start()
         t0 = time.perf_counter()
-        done, k, next_click, last_yield = [], 0, t0, [t0]
+        done, last_yield = [], [t0]
         started = []  # when the first training step came (the map layers are made before, while it waits)
 
         def on_yield(p):
@@ -263,13 +268,7 @@ def training(napari, argv, quick, get_session, open_workflow, wait_for, EventLoo
                 started.append(last_yield[0])
         worker.yielded.connect(on_yield)
         worker.finished.connect(lambda: done.append(1))
-        while not done:
-            _process(1)
-            time.sleep(0.005)
-            if clicks_hz and time.perf_counter() >= next_click:
-                next_click += 1.0 / clicks_hz
-                k += 1
-                s.select((7 * k) % ny, (11 * k) % nx)
+        _pump(s, clicks_hz, lambda: bool(done))
         t_gui = time.perf_counter() - t0
         probe.stop()
         if dump is not None:

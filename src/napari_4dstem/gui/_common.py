@@ -303,12 +303,12 @@ def nice_limits(lo: float, hi: float, digits: int = 2) -> tuple[float, float]:
     return math.floor(lo / step) * step, math.ceil(hi / step) * step
 
 
-def set_limits(layer, lo: float, hi: float, keep_close: bool = False) -> None:
+def set_limits(layer, lo: float, hi: float, keep_close: bool = False, keep_fraction: float = 0.7) -> None:
     """Set contrast limits only when they change (rounded outward): each change redraws the layer's colourbar,
     which was most of a click's time. ``keep_close``: keep the current limits while they hold the new range and
-    it spans at least 70 % of them (scrubbing through similar patterns redraws no colourbar)."""
+    it spans at least ``keep_fraction`` of them (scrubbing through similar patterns redraws no colourbar)."""
     a, b = (float(v) for v in layer.contrast_limits)
-    if keep_close and a <= lo and hi <= b and (hi - lo) >= 0.7 * (b - a):
+    if keep_close and a <= lo and hi <= b and (hi - lo) >= keep_fraction * (b - a):
         return
     if keep_close:  # a margin, so that the next similar pattern keeps these limits (and the colourbar)
         lo, hi = lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)

@@ -19,7 +19,7 @@ from napari.qt import QtViewer
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QCheckBox, QLabel, QSizePolicy, QVBoxLayout
 
-from ._common import guarded, nice_limits, update_image
+from ._common import guarded, update_image
 from ._dock import CanvasDock
 from ._layers import detector_layer_kwargs
 
@@ -158,19 +158,16 @@ class InspectorWidget(CanvasDock):
         pre = self.session.preprocessed
         if model is None or pre is None or self.canvas_hidden():
             return
+        from napari_4dstem.rrvae.data import grid_size
+
         h, w = pre.detector_shape
-        size = getattr(model.config, "detector_size", None)
-        size = h if size is None or size >= h or h != w else int(size)
+        size = grid_size(h, model.config.detector_size)
         for name, shape in (("reconstruction", (h, w)), ("canonical", (h, w)), ("residual", (size, size))):
             layer = self.layers[name]
             if name in self.images or layer.data.shape == shape:
                 continue
             layer.data = np.zeros(shape, np.float32)
-            geo = panel_geometry(self.session, shape)
-            layer.scale, layer.translate = geo["scale"], geo["translate"]
-            if name == "reconstruction":
-                self._geometry_key = (geo["units"], tuple(np.multiply(shape, geo["scale"]).round(6)))
-                self.model.reset_view()
+            self._place(name, shape)
 
     def canvas_hidden(self) -> bool:
         """True when the window is shown but this canvas is not (its dock closed, or behind another tab)."""
@@ -201,14 +198,20 @@ class InspectorWidget(CanvasDock):
         image = np.asarray(image, dtype=np.float32)
         self.images[name] = image
         update_image(layer, image)
-        geo = panel_geometry(self.session, image.shape)
+        self._place(name, image.shape)
+        if layer.opacity != 1.0:
+            layer.opacity = 1.0
+
+    def _place(self, name: str, shape) -> None:
+        """Scale and translate panel ``name`` for an image of ``shape``; refit the view when the
+        reconstruction's extent changes."""
+        layer = self.layers[name]
+        geo = panel_geometry(self.session, shape)
         if not np.allclose(layer.scale, geo["scale"]):
             layer.scale = geo["scale"]
         if not np.allclose(layer.translate, geo["translate"]):
             layer.translate = geo["translate"]
-        if layer.opacity != 1.0:
-            layer.opacity = 1.0
-        key = (geo["units"], tuple(np.multiply(image.shape, geo["scale"]).round(6)))
+        key = (geo["units"], tuple(np.multiply(shape, geo["scale"]).round(6)))
         if name == "reconstruction" and key != self._geometry_key:
             self._geometry_key = key
             self.model.reset_view()
@@ -246,11 +249,6 @@ class InspectorWidget(CanvasDock):
         for name, img in self.images.items():
             if name == "residual":
                 m = max(float(np.nanmax(np.abs(img))), 1e-12)
-                a, b = (float(v) for v in self.layers[name].contrast_limits)
-                if -a == b and m <= b <= 4 * m:  # still holds it and not much wider: no colourbar redraw
-                    m = b
-                else:
-                    m = nice_limits(0.0, 1.2 * m)[1]
                 out[name] = (-m, m)
             elif self.per_panel.isChecked():
                 a, b = float(img.min()), float(img.max())
@@ -278,8 +276,9 @@ class InspectorWidget(CanvasDock):
                         self.layers[n].contrast_limits = lim
             lims = {n: v for n, v in lims.items() if n not in shared}
         for name, lim in lims.items():
-            # keep limits that still hold the range (each change redraws that panel's colourbar)
-            set_limits(self.layers[name], *lim, keep_close=True)
+            # keep limits that still hold the range (each change redraws that panel's colourbar); the residual's
+            # while they are less than 4x wider (residuals vary more from pixel to pixel than patterns)
+            set_limits(self.layers[name], *lim, keep_close=True, keep_fraction=0.25 if name == "residual" else 0.7)
 
     def update_pixel(self, iy: int, ix: int):
         """Show pixel ``(iy, ix)``; the time it took is kept in ``last_update_s``."""

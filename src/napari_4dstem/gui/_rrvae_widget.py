@@ -294,7 +294,7 @@ class RRVAEWidget(DockBase):
         from ._common import alive
 
         s = self.session
-        self.prepare_map_layers(latent_dim, specs=[])  # only drops latent layers beyond latent_dim
+        self._drop_extra_latents(latent_dim)
         todo = [spec for spec in map_specs(latent_dim) if s.needs_map_layer(spec[0])]
         patterns = s.preprocessed
 
@@ -358,18 +358,20 @@ class RRVAEWidget(DockBase):
                                  on_progress=progress, on_finish=finished)
         return self.worker
 
-    def prepare_map_layers(self, latent_dim: int, specs=None) -> list:
+    def prepare_map_layers(self, latent_dim: int) -> list:
         """The layers of a model's maps, made before the maps exist (hidden zeros of the scan's shape; see
         ``Session.prepare_maps``), so that their arrival only updates them in place. Latent layers beyond
-        ``latent_dim`` (a previous model with more latents) go. ``specs``: the layers to make (default: all
-        of ``map_specs(latent_dim)``)."""
+        ``latent_dim`` (a previous model with more latents) go."""
+        self._drop_extra_latents(latent_dim)
+        return self.session.prepare_maps(map_specs(latent_dim))
+
+    def _drop_extra_latents(self, latent_dim: int) -> None:
         s = self.session
         keep = {name for name, _, _ in map_specs(latent_dim)}
         for layer in list(s.viewer.layers):
             if layer.name.startswith(("rrVAE z", "rrVAE sd")) and layer.name not in keep:
                 s.viewer.layers.remove(layer)
                 s.maps.pop(layer.name, None)
-        return s.prepare_maps(map_specs(latent_dim) if specs is None else specs)
 
     def show_maps(self, enc, residual=None, outlier=None, gap_ms: int = 15):
         """Show the encoded maps (angle, latents, sds) and, if given, the reconstruction-error and outlier maps.
@@ -404,28 +406,7 @@ class RRVAEWidget(DockBase):
                     s.show_map(name, np.asarray(data[name], dtype=np.float32), colormap=colormap,
                                visible=name == on_top, **kw)
 
-        def current():
-            return alive(self) and self._showing is token and s.model is model and s.preprocessed is patterns
-
-        def hidden():
-            if current():
-                fill({n for n, _, _ in items if n != on_top})
-                QTimer.singleShot(gap_ms, shown)
-            elif self._showing is token:
-                self._showing = None
-
-        def shown():
-            if current():
-                fill({on_top})
-                QTimer.singleShot(gap_ms, done)
-            elif self._showing is token:
-                self._showing = None
-
         def done():
-            if not current():
-                if self._showing is token:
-                    self._showing = None
-                return
             self._showing = None
             s.encoded = enc
             epoch = getattr(enc, "parameters", {}).get("epoch")
@@ -433,7 +414,18 @@ class RRVAEWidget(DockBase):
             s.model_changed.emit(s.model)
             s.maps_changed.emit(enc)
 
-        hidden()
+        stages = [lambda: fill({n for n, _, _ in items if n != on_top}), lambda: fill({on_top}), done]
+
+        def run(i):
+            if not (alive(self) and self._showing is token and s.model is model and s.preprocessed is patterns):
+                if self._showing is token:  # the model or patterns changed meanwhile: these maps are void
+                    self._showing = None
+                return
+            stages[i]()
+            if i + 1 < len(stages):
+                QTimer.singleShot(gap_ms, lambda: run(i + 1))
+
+        run(0)
 
     # -- defect map from several models -------------------------------------------------------
     def toggle_average(self):

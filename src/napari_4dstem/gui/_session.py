@@ -352,9 +352,9 @@ class Session(SessionState):
         shape = tuple(self.dataset.scan_shape)
         todo = []
         for name, colormap, kwargs in specs:
-            layer = self._find(name)
-            if layer is not None and layer.data.shape == shape:
+            if not self.needs_map_layer(name):
                 continue
+            layer = self._find(name)
             if layer is not None:
                 self.viewer.layers.remove(layer)
             kw = {k: v for k, v in kwargs.items() if k != "visible"}

@@ -53,6 +53,11 @@ def inverse_anscombe(y):
     return (y / 2.0) ** 2 - 0.375
 
 
+def grid_size(det_size: int, size: int | None) -> int:
+    """The model's grid (pixels per side) for a square detector of ``det_size`` and ``detector_size=size``."""
+    return det_size if size is None or size >= det_size else int(size)
+
+
 class View:
     """The patterns as the networks see them: binned to ``size``, optionally PCA-denoised, and scaled.
 
@@ -73,8 +78,7 @@ class View:
                  transform: str = "none"):
         self.transform = transform
         self.det_shape = tuple(int(s) for s in det_shape)
-        h = self.det_shape[0]
-        self.size = h if size is None or size >= h else int(size)
+        self.size = grid_size(self.det_shape[0], size)
         self.scaling = scaling
         self.components = None if not components else int(components)
         self.mean: torch.Tensor | None = None       # (size*size,) mean of binned patterns
