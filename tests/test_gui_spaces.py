@@ -122,6 +122,27 @@ def test_dragging_a_detector_is_live_then_exact(make_napari_viewer, qtbot, tmp_p
     np.testing.assert_allclose(s.virtual_image("box"), virtual_image(s.dataset, kind="mask", mask=mask).image)
 
 
+def test_a_dragged_shape_keeps_its_shader_linked(make_napari_viewer):
+    """vispy's Mesh built a new colour-transform function on every data change, so each mouse move of a drag
+    re-generated and re-linked both meshes of a Shapes layer (most of a frame in software OpenGL)."""
+    from vispy.visuals.mesh import MeshVisual
+
+    session(make_napari_viewer())  # the first session patches vispy's Mesh (gui/_vispy_mesh.py)
+    mesh = MeshVisual()
+    tri, faces, colours = np.array([[0.0, 0], [1, 0], [0, 1]]), np.array([[0, 1, 2]]), np.ones((1, 4))
+    mesh.set_data(vertices=tri, faces=faces, face_colors=colours)
+    mesh._update_data()
+    mesh._program._need_build = False  # as after the first draw
+    mesh.set_data(vertices=tri + 0.5, faces=faces, face_colors=0.5 * colours)  # one mouse move
+    mesh._update_data()
+    assert not mesh._program._need_build
+    np.testing.assert_allclose(mesh.mesh_data.get_vertices()[:, :2], tri + 0.5)  # the move itself is kept
+    # values through a colormap still get vispy's transform, which carries the colour limits
+    mesh.set_data(vertices=tri, faces=faces, vertex_values=np.array([0.0, 1.0, 2.0]))
+    mesh._update_data()
+    assert mesh._program._need_build
+
+
 def test_live_copy_of_a_binned_detector_is_close_to_exact(tmp_path):
     from napari_4dstem import as_dataset
     from napari_4dstem.detector_rois import iter_reduced_copy, roi_mask

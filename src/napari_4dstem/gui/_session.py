@@ -44,7 +44,9 @@ def get_session(viewer) -> Session:
         s = _SESSIONS[v] = Session(v)
         if len(_SESSIONS) == 1:
             from ._gc import refreeze
+            from ._vispy_mesh import install
 
+            install()  # dragged shapes keep their shaders linked (see _vispy_mesh.py)
             refreeze()  # napari and Qt are loaded, no data yet (see _gc.py)
     return s
 
