@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 
 import numpy as np
@@ -519,3 +520,30 @@ def test_defect_map_fills_the_ring_around_a_vacancy():
     assert peak(d) <= 2.5
     z = (d - d.mean()) / d.std()
     assert z[site] > 4.5 and np.median(d) == pytest.approx(1.0)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every thread count is 1")
+def test_encoding_in_a_worker_thread_takes_the_threads_asked_for():
+    """The GUI encodes in a worker thread and leaves a core to the event loop: the encoding sets the torch
+    thread count itself (a model loaded from a file would otherwise encode on every core)."""
+    from napari_4dstem.progress import run_steps
+    from napari_4dstem.rrvae.maps import iter_rrvae_maps
+
+    data = tiny_data()
+    model = RRVAE(tiny_cfg(epochs=1))
+    model.fit(data)
+    seen, before = {}, torch.get_num_threads()
+
+    def work():
+        out = run_steps(iter_rrvae_maps(model, data, epoch=None, threads=1))
+        seen["encoding"], seen["maps"] = torch.get_num_threads(), out
+
+    torch.set_num_threads(2)
+    try:
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen["encoding"] == 1
+    np.testing.assert_allclose(seen["maps"]["latents"], model.encode(data).latents, rtol=1e-5, atol=1e-6)

@@ -354,7 +354,9 @@ class RRVAEWidget(DockBase):
                 self.status.setText("encoding stopped: no maps shown (Use a checkpoint to encode again)")
 
         self.train_btn.setText("Stop")
-        self.worker = self.start(lambda: iter_rrvae_maps(model, patterns, epoch=None), on_return=shown,
+        threads = max(1, physical_cores() - 1)  # a core for the GUI, as for training
+        self.worker = self.start(lambda: iter_rrvae_maps(model, patterns, epoch=None, threads=threads),
+                                 on_return=shown,
                                  on_progress=progress, on_finish=finished)
         return self.worker
 

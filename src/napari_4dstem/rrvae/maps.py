@@ -298,7 +298,8 @@ def _concat_maps(parts: list) -> LatentMaps:
                       translation_sd=cat("translation_sd", 1), parameters=dict(parts[0].parameters))
 
 
-def iter_rrvae_maps(model, patterns, epoch="best", rows_per_step: int | None = None, client=None):
+def iter_rrvae_maps(model, patterns, epoch="best", rows_per_step: int | None = None, client=None,
+                    threads: int | None = None):
     """The rrVAE maps of a trained model, scan rows at a time (yields ``Progress``; returns a dict).
 
     ``epoch``: ``"best"`` (the paper's stopping rule: the best epoch's weights when the model kept them),
@@ -307,13 +308,19 @@ def iter_rrvae_maps(model, patterns, epoch="best", rows_per_step: int | None = N
     ``reconstruction_error`` (per-pattern squared error at its own pose), ``outlier`` (``model.outlier_map``),
     ``epoch`` (the epoch whose weights made them) and ``encoded`` (the :class:`LatentMaps`).
     A generator: a GUI worker gets progress and can stop it between steps. With a ``distributed.Client``
-    the chunks are encoded on its workers (:func:`iter_encode`).
+    the chunks are encoded on its workers (:func:`iter_encode`). ``threads``: torch threads for the encoding,
+    set when it starts, as training does (default the model's ``config.threads``, else the physical cores): the
+    GUI encodes in a worker and leaves a core to its event loop, also for a model loaded from a file.
     """
+    import torch
+
     from ..progress import Progress
+    from .train import physical_cores
 
     sy, sx = patterns.shape[:2]
     n = rows_per_step or max(1, 4096 // max(sx, 1))  # ~4096 patterns per step
     steps = -(-sy // n) + 1
+    torch.set_num_threads(int(threads or model.config.threads or physical_cores()))
     last = model.epoch
     want = model.best_epoch if epoch == "best" else epoch
     if want is not None and want != model.epoch and want in model.checkpoints:
