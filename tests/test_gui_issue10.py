@@ -196,16 +196,16 @@ def test_map_layers_exist_before_the_maps_and_are_filled_in_place(make_napari_vi
     s, rr = _train_small(viewer, qtbot, docks)
     real, gate = maps.iter_rrvae_maps, threading.Event()
 
-    def gated(model, patterns, epoch="best", rows_per_step=None):
+    def gated(model, patterns, epoch="best", rows_per_step=None, threads=None):
         while not gate.is_set():
             time.sleep(0.01)
             yield Progress(0, 1, "waiting")
-        return (yield from real(model, patterns, epoch, rows_per_step))
+        return (yield from real(model, patterns, epoch, rows_per_step, threads=threads))
     monkeypatch.setattr(maps, "iter_rrvae_maps", gated)
     model = RRVAE.load(small_model_file)
     rr.adopt_model(model)
     names = [n for n, _, _ in map_specs(model.config.latent_dim)]
-    assert len(names) == 3 + 2 * model.config.latent_dim
+    assert len(names) == 4 + 2 * model.config.latent_dim  # residual, two defect maps, angle, latents, sds
     made = {n: viewer.layers[n] for n in names}  # before the maps exist
     nav = viewer.layers["navigator"]
     for layer in made.values():

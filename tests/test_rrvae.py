@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_4dstem.errors import Cancelled, DataError, ModelError  # noqa: E402
-from napari_4dstem.rrvae import (RRVAE, LatentMaps, RRVAEConfig, circular_r, defect_map,  # noqa: E402
+from napari_4dstem.rrvae import (RRVAE, LatentMaps, RRVAEConfig, circular_r, defect_alarm, defect_map,  # noqa: E402
                                  neighbourhood_outlier, pearson_r, zscore_at)
 from napari_4dstem.rrvae import train as rtrain  # noqa: E402
 from napari_4dstem.rrvae.model import Decoder, coord_grid, kl_terms, recon_term  # noqa: E402
@@ -547,3 +547,33 @@ def test_encoding_in_a_worker_thread_takes_the_threads_asked_for():
         torch.set_num_threads(before)
     assert seen["encoding"] == 1
     np.testing.assert_allclose(seen["maps"]["latents"], model.encode(data).latents, rtol=1e-5, atol=1e-6)
+
+
+def test_rotation_defect_map_sees_a_local_rotation_the_latents_hide():
+    """A rotated bond leaves the content latents (rotation-invariant) as they are and turns the local
+    rotation: the rotation-only defect map peaks there and stands out more than in the all-channel map,
+    where noisy latent channels dilute it."""
+    n, site = 64, (30, 35)
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:n, :n].astype(np.float64)
+    angle = 0.8 * lattice_map(n, period=(8.0, 8.0))
+    angle += 1.2 * np.exp(-((yy - site[0]) ** 2 + (xx - site[1]) ** 2) / (2 * 1.5**2))  # the turned bond
+    lat = np.stack([lattice_map(n, period=(8.0, 8.0)), lattice_map(n, period=(16.0, 8.0))])
+    lat += rng.normal(0, 0.6, lat.shape)  # latents under Poisson noise
+    sd = np.exp(rng.normal(-1.0, 0.3, lat.shape))
+    maps = LatentMaps(angle=angle.astype(np.float32), angle_unwrapped=angle.astype(np.float32),
+                      angle_sd=np.exp(rng.normal(-2.0, 0.3, (n, n))).astype(np.float32),
+                      latents=lat.astype(np.float32), latent_sd=sd.astype(np.float32))
+    peak = lambda m: np.hypot(*np.subtract(np.unravel_index(np.argmax(m[8:-8, 8:-8]), (n - 16, n - 16)),  # noqa: E731
+                                           np.subtract(site, 8)))
+    rot = defect_map(maps, channels="rotation")
+    assert peak(rot) <= 3
+    assert defect_alarm(rot)["alarm"]
+    allch = defect_map(maps)  # the same comparison over all channels: the noisy latents dilute the rotation
+    assert defect_alarm(rot)["score"] > 1.5 * defect_alarm(allch)["score"]
+    # the rotation map alone: other latents, same map
+    other = LatentMaps(angle=maps.angle, angle_unwrapped=maps.angle, angle_sd=maps.angle_sd,
+                       latents=rng.normal(size=lat.shape).astype(np.float32), latent_sd=maps.latent_sd)
+    np.testing.assert_array_equal(defect_map(other, channels="rotation"), rot)
+    with pytest.raises(DataError, match="channels"):
+        defect_map(maps, channels="latents")

@@ -17,7 +17,7 @@ from ._layers import META_KEY, scan_layer_kwargs
 # results key -> (layer name, colormap)
 _NAMES = {"navigator": ("navigator", "gray"), "rrvae/angle": ("rrVAE angle", "twilight"),
           "rrvae/reconstruction_error": ("rrVAE reconstruction error", "inferno"),
-          "rrvae/outlier": ("rrVAE outlier", "magma")}
+          "rrvae/outlier": ("rrVAE outlier", "magma"), "rrvae/rotation_outlier": ("rrVAE rotation outlier", "magma")}
 _COM_CMAPS = {"angle": "twilight", "x": "PiYG", "y": "PiYG", "divergence": "PiYG", "curl": "PiYG"}
 
 

@@ -35,6 +35,8 @@ MODE_FIELDS = set(MODE_DEFAULTS["faithful"])
 RESIDUAL_NAME = "rrVAE reconstruction error"
 #: Scan map of how unlike the rest of the scan each neighbourhood of latents is (``RRVAE.outlier_map``).
 OUTLIER_NAME = "rrVAE outlier"
+#: The same from the rotation map alone (``outlier_map(channels="rotation")``): rotated bonds, broken symmetry.
+ROTATION_OUTLIER_NAME = "rrVAE rotation outlier"
 #: Fields shown first; every other RRVAEConfig field sits under "Advanced".
 MAIN_FIELDS = ("mode", "epochs", "latent_dim", "seed")
 _LABELS = {"latent_dim": "latents", "epochs": "epochs (blank: mode default)"}
@@ -344,7 +346,8 @@ class RRVAEWidget(DockBase):
 
         def shown(out):
             if s.model is model and s.preprocessed is patterns:
-                self.show_maps(out["encoded"], out["reconstruction_error"], out["outlier"])
+                self.show_maps(out["encoded"], out["reconstruction_error"], out["outlier"],
+                               out.get("rotation_outlier"))
 
         def finished():
             self.worker = None
@@ -375,8 +378,9 @@ class RRVAEWidget(DockBase):
                 s.viewer.layers.remove(layer)
                 s.maps.pop(layer.name, None)
 
-    def show_maps(self, enc, residual=None, outlier=None, gap_ms: int = 15):
-        """Show the encoded maps (angle, latents, sds) and, if given, the reconstruction-error and outlier maps.
+    def show_maps(self, enc, residual=None, outlier=None, rotation_outlier=None, gap_ms: int = 15):
+        """Show the encoded maps (angle, latents, sds) and, if given, the reconstruction-error and the two
+        defect maps (all channels, rotation alone).
 
         The layers exist already (:meth:`prepare_map_layers`, when training or encoding started), so every map
         is copied into its layer in place. Three turns of the event loop, each painted before the next: the
@@ -394,7 +398,8 @@ class RRVAEWidget(DockBase):
             return
         lat, sd = np.asarray(enc.latents), np.asarray(enc.latent_sd)
         self.prepare_map_layers(lat.shape[0])  # normally a no-op; a model loaded by a script
-        data = {RESIDUAL_NAME: residual, OUTLIER_NAME: outlier, "rrVAE angle": np.asarray(enc.angle)}
+        data = {RESIDUAL_NAME: residual, OUTLIER_NAME: outlier, ROTATION_OUTLIER_NAME: rotation_outlier,
+                "rrVAE angle": np.asarray(enc.angle)}
         for k in range(lat.shape[0]):
             data[f"rrVAE z{k + 1}"], data[f"rrVAE sd{k + 1}"] = lat[k], sd[k]
         on_top = f"rrVAE z{lat.shape[0]}"
@@ -438,7 +443,7 @@ class RRVAEWidget(DockBase):
 
     def average_defects(self, n_models: int | None = None):
         """Train ``n_models - 1`` more models like the current one and show the mean of all their outlier maps."""
-        from napari_4dstem.pipeline import iter_defect_maps
+        from napari_4dstem.pipeline import defect_maps, iter_defect_maps
 
         s = self.session
         model, patterns = s.model, s.preprocessed
@@ -450,12 +455,13 @@ class RRVAEWidget(DockBase):
         com_ang = None if s.com is None else np.asarray(s.com.angle)
 
         def steps():
-            first = model.outlier_map(maps=model.encode(patterns))
+            first = defect_maps(model, patterns)
             extra = yield from iter_defect_maps(model, patterns, n - 1, com_mag, com_ang)
-            return np.mean([first, *extra], axis=0).astype(np.float32)
+            return {k: np.mean([first[k], *(e[k] for e in extra)], axis=0).astype(np.float32) for k in first}
 
         def shown(mean):
-            s.show_map(OUTLIER_NAME, mean, colormap="magma")
+            s.show_map(OUTLIER_NAME, mean["outlier"], colormap="magma")
+            s.show_map(ROTATION_OUTLIER_NAME, mean["rotation_outlier"], colormap="magma", visible=False)
             self.status.setText(f"rrVAE outlier: mean of {n} models (seeds {model.config.seed}-"
                                 f"{model.config.seed + n - 1})")
 
@@ -511,7 +517,7 @@ class RRVAEWidget(DockBase):
 
 def map_specs(latent_dim: int) -> list:
     """``(layer name, colormap, layer keywords)`` of a model's scan maps, bottom to top."""
-    specs = [(RESIDUAL_NAME, "inferno", {}), (OUTLIER_NAME, "magma", {}),
+    specs = [(RESIDUAL_NAME, "inferno", {}), (OUTLIER_NAME, "magma", {}), (ROTATION_OUTLIER_NAME, "magma", {}),
              ("rrVAE angle", "twilight", {"contrast_limits": (-math.pi, math.pi)})]
     for k in range(int(latent_dim)):
         specs += [(f"rrVAE z{k + 1}", "viridis", {}), (f"rrVAE sd{k + 1}", "gray", {})]

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import DataError
+
 
 @dataclass
 class LatentMaps:
@@ -187,19 +189,30 @@ def neighbourhood_outlier(channels: np.ndarray, radius: int = 3, step: int = 1, 
     return out.astype(np.float32)
 
 
+#: Channels of :func:`defect_map`: ``all`` (the ``outlier`` map) or the rotation alone (``rotation_outlier``).
+DEFECT_CHANNELS = ("all", "rotation")
+
+
 def defect_map(maps: LatentMaps, radius: int = 3, step: int = 1, smooth: float = 1.0, spread: float = 3.0,
-               seed: int = 0) -> np.ndarray:
+               seed: int = 0, channels: str = "all") -> np.ndarray:
     """The outlier map of :meth:`RRVAE.outlier_map` from encoded maps (see there).
 
-    Channels: content latents, their log sds, cos and sin of the rotation, its log sd. Each position's
-    squared distance to the best-matching neighbourhood elsewhere (:func:`neighbourhood_outlier`) is
-    smoothed by a Gaussian of ``spread`` pixels and divided by its median over the scan.
+    Channels (``channels="all"``): content latents, their log sds, cos and sin of the rotation, its log sd;
+    ``"rotation"``: cos and sin of the rotation alone (where the arrangement of local rotations is unlike
+    anywhere else: a rotated bond, broken symmetry). Each position's squared distance to the best-matching
+    neighbourhood elsewhere (:func:`neighbourhood_outlier`) is smoothed by a Gaussian of ``spread`` pixels
+    and divided by its median over the scan.
     """
     from scipy import ndimage
 
-    ch = [np.asarray(maps.latents, np.float64), np.log(np.maximum(np.asarray(maps.latent_sd, np.float64), 1e-12))]
+    if channels not in DEFECT_CHANNELS:
+        raise DataError(f"defect map channels must be one of {', '.join(DEFECT_CHANNELS)}, not {channels!r}")
     a = np.asarray(maps.angle, np.float64)
-    ch += [np.cos(a)[None], np.sin(a)[None], np.log(np.maximum(np.asarray(maps.angle_sd, np.float64), 1e-12))[None]]
+    ch = [np.cos(a)[None], np.sin(a)[None]]
+    if channels == "all":
+        ch = [np.asarray(maps.latents, np.float64),
+              np.log(np.maximum(np.asarray(maps.latent_sd, np.float64), 1e-12)), *ch,
+              np.log(np.maximum(np.asarray(maps.angle_sd, np.float64), 1e-12))[None]]
     d = neighbourhood_outlier(np.concatenate(ch), radius=radius, step=step, smooth=smooth, seed=seed)
     e = d.astype(np.float64) ** 2  # energy: adds up over the windows a defect touches
     if spread and spread > 0:
@@ -305,7 +318,8 @@ def iter_rrvae_maps(model, patterns, epoch="best", rows_per_step: int | None = N
     ``epoch``: ``"best"`` (the paper's stopping rule: the best epoch's weights when the model kept them),
     an epoch number, or None (the weights loaded now). The model is put back to the epoch it had loaded.
     Returns ``angle``, ``angle_sd``, ``latents``, ``latent_sd`` (and ``translations``, ``translation_sd``),
-    ``reconstruction_error`` (per-pattern squared error at its own pose), ``outlier`` (``model.outlier_map``),
+    ``reconstruction_error`` (per-pattern squared error at its own pose), ``outlier`` and ``rotation_outlier``
+    (``model.outlier_map`` of all channels and of the rotation alone),
     ``epoch`` (the epoch whose weights made them) and ``encoded`` (the :class:`LatentMaps`).
     A generator: a GUI worker gets progress and can stop it between steps. With a ``distributed.Client``
     the chunks are encoded on its workers (:func:`iter_encode`). ``threads``: torch threads for the encoding,
@@ -342,6 +356,7 @@ def iter_rrvae_maps(model, patterns, epoch="best", rows_per_step: int | None = N
         out = {k: getattr(lm, k) for k in MAP_KEYS if getattr(lm, k) is not None}
         out["reconstruction_error"] = np.concatenate(errs, axis=0)
         out["outlier"] = model.outlier_map(maps=lm)
+        out["rotation_outlier"] = model.outlier_map(maps=lm, channels="rotation")
         yield Progress(steps, steps, "defect map")
         out["epoch"] = used
         out["encoded"] = lm

@@ -444,7 +444,7 @@ class RRVAE:
         return torch.cat(err).reshape(sy, sx).numpy()
 
     def outlier_map(self, patterns=None, maps: LatentMaps | None = None, radius: int = 3, step: int = 1,
-                    smooth: float = 1.0, spread: float = 3.0) -> np.ndarray:
+                    smooth: float = 1.0, spread: float = 3.0, channels: str = "all") -> np.ndarray:
         """A map in which defects stand out: how unlike the rest of the scan each neighbourhood of the maps is.
 
         The encoded maps (content latents and their log posterior sds, the rotation as cos and sin, and its
@@ -454,13 +454,16 @@ class RRVAE:
         lattice repeats its neighbourhoods, a vacancy or dopant has no match elsewhere. The squared distance
         to the best match is spread by a Gaussian of ``spread`` pixels, so that the ring of mismatched
         windows around a defect adds up at its centre. Returns a ``(scan_y, scan_x)`` float32 map in units of
-        the median (1 = as unusual as a typical position). See docs/rrvae.md ("Defect maps").
+        the median (1 = as unusual as a typical position). ``channels="rotation"``: the rotation map alone
+        (cos and sin; the ``rotation_outlier`` map), which singles out a rotated bond that the content
+        latents, rotation-invariant by design, do not see. See docs/rrvae.md ("Defect maps").
         """
         if maps is None:
             if patterns is None:
                 raise DataError("outlier_map needs the patterns or their encoded maps")
             maps = self.encode(patterns)
-        return defect_map(maps, radius=radius, step=step, smooth=smooth, spread=spread, seed=self.config.seed)
+        return defect_map(maps, radius=radius, step=step, smooth=smooth, spread=spread, seed=self.config.seed,
+                          channels=channels)
 
     @torch.no_grad()
     def decode(self, latents, angle=0.0) -> np.ndarray:
