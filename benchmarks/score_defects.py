@@ -43,19 +43,24 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data" / "abtem_defects"
 EXCLUDE_A, MARGIN_PX, RADIUS_PX, SITE_RADIUS_PX = 1.6, 4, 4.0, 1.5  # 1.6 A: beyond the first neighbours
 CIRCULAR = {"com/angle", "rrvae/angle", "zernike/angle"}
-MAIN = ("rrvae/outlier", "rrvae/angle", "rrvae/latents[0]", "rrvae/latents[1]", "rrvae/reconstruction_error",
+ALARMS = ("rrvae/outlier", "rrvae/rotation_outlier", "baseline/com_adf_outlier", "baseline/com_angle_outlier")
+MAIN = ("rrvae/outlier", "rrvae/rotation_outlier", "rrvae/angle", "rrvae/latents[0]", "rrvae/latents[1]", "rrvae/reconstruction_error",
         "com/magnitude", "com/icom", "virtual/bf", "virtual/adf", "zernike/outlier", "zernike/class_distance",
-        "virtual/adf_fixed", "baseline/com_adf_outlier")
+        "virtual/adf_fixed", "baseline/com_adf_outlier", "baseline/com_angle_outlier")
 
 
-def classical_outlier(maps: dict) -> np.ndarray:
-    """The rrVAE's defect-map recipe on classical maps (COM x, COM y, virtual ADF) instead of the encoded maps:
-    does the rrVAE add anything beyond the neighbourhood comparison?"""
+def classical_outlier(maps: dict, channels=("com/x", "com/y", "virtual/adf")) -> np.ndarray:
+    """The rrVAE's defect-map recipe on classical maps (COM x, COM y, virtual ADF; or the COM angle's cos and
+    sin, ``"com/angle"``) instead of the encoded maps: does the rrVAE add anything beyond the neighbourhood
+    comparison?"""
     from scipy import ndimage
 
     from napari_4dstem.rrvae import neighbourhood_outlier
 
-    d = neighbourhood_outlier(np.stack([maps["com/x"], maps["com/y"], maps["virtual/adf"]]), radius=3, smooth=1.0)
+    ch = []
+    for c in channels:
+        ch += [np.cos(maps[c]), np.sin(maps[c])] if c == "com/angle" else [maps[c]]
+    d = neighbourhood_outlier(np.stack(ch), radius=3, smooth=1.0)
     e = ndimage.gaussian_filter(d.astype(np.float64) ** 2, 3.0, mode="nearest")
     return e / np.median(e)
 
@@ -257,18 +262,16 @@ def main(argv=None) -> int:
                 with np.load(src) as z:
                     maps["virtual/adf_fixed"] = fixed_adf(np.ascontiguousarray(z[k]))
             maps["baseline/com_adf_outlier"] = classical_outlier(maps)
+            maps["baseline/com_angle_outlier"] = classical_outlier(maps, ("com/angle",))
             names = [n for n in (MAIN if a.maps == "main" else sorted(maps)) if n in maps]
-            alarm = defect_alarm(maps["rrvae/outlier"]) if "rrvae/outlier" in maps else None
-            base_alarm = defect_alarm(maps["baseline/com_adf_outlier"])
-            print(f"\n{kind} {key}{' (' + format(secs, '.0f') + ' s)' if secs else ''}: "
-                  + (f"rrVAE defect alarm {alarm['score']:.2f} (threshold {alarm['threshold']:g}) at "
-                     f"{alarm['where']}; " if alarm else "")
-                  + f"COM+ADF outlier alarm {base_alarm['score']:.2f} at {base_alarm['where']}", flush=True)
+            alarms = {n: defect_alarm(maps[n]) for n in ALARMS if n in maps}
+            print(f"\n{kind} {key}{' (' + format(secs, '.0f') + ' s)' if secs else ''}: alarms (threshold "
+                  f"{next(iter(alarms.values()))['threshold']:g}): "
+                  + "; ".join(f"{n} {al['score']:.2f} at {al['where']}" for n, al in alarms.items()), flush=True)
             for n in names:
                 sc = site_scores(maps[n], meta, n in CIRCULAR)
                 rows.append({"kind": kind, "key": key, "map": n, **sc,
-                             **({"alarm": alarm["score"]} if n == "rrvae/outlier" and alarm else {}),
-                             **({"alarm": base_alarm["score"]} if n == "baseline/com_adf_outlier" else {})})
+                             **({"alarm": alarms[n]["score"]} if n in alarms else {})})
                 flag = {True: "YES", False: "-", None: ""}[sc["singled_out"]]
                 print(f"  {n:28s} site z {sc['site_z']:7.2f}  intact max |z| {sc['intact_max']:6.2f} "
                       f"(n {sc['n_intact']:2d})  {flag:3s}  peak z {sc['peak_z']:6.2f} / intact "
