@@ -214,6 +214,8 @@ def main(argv=None) -> int:
     ap.add_argument("--keys", nargs="+", default=["clean", "noisy_1e5", "noisy"])
     ap.add_argument("--maps", choices=("main", "all"), default="main")
     ap.add_argument("--tag", default="", help="suffix of the results files (e.g. for another set of defaults)")
+    ap.add_argument("--config", type=Path, help="params.toml passed to analyze (e.g. the Anscombe transform; give "
+                                                "it its own --tag)")
     ap.add_argument("--no-run", action="store_true", help="score existing results files only")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--table", nargs="+", type=Path, metavar="JSON", help="print the markdown table of these files")
@@ -254,7 +256,7 @@ def main(argv=None) -> int:
                 if a.no_run:
                     continue
                 a.results.mkdir(parents=True, exist_ok=True)
-                secs = analyze(src, k, out)
+                secs = analyze(src, k, out, (["--config", str(a.config)] if a.config else []))
             if not a.offline:
                 with h5py.File(out) as h:
                     maps = read_maps(h)

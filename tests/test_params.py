@@ -66,3 +66,18 @@ def test_rrvae_config_checks_types_through_the_table():
         RRVAEConfig(epochs="ten")
     with pytest.raises(DataError, match="time_limit = -5"):
         RRVAEConfig(time_limit=-5)
+
+
+def test_toml_none_means_none_where_none_is_allowed(tmp_path):
+    """TOML has no null: the documented Anscombe recipe writes normalize = "none"."""
+    from napari_4dstem.errors import DataError
+    from napari_4dstem.params import load_config
+
+    p = tmp_path / "p.toml"
+    p.write_text('[preprocess]\nsubtract_mean = false\nnormalize = "None"\n\n[rrvae]\ntransform = "none"\n')
+    cfg = load_config(p)
+    assert cfg["preprocess"]["normalize"] is None
+    assert cfg["rrvae"]["transform"] == "none"  # one of its own choices: kept as written
+    p.write_text('navigator = "none"\n')  # None is not allowed there: still an error naming it
+    with pytest.raises(DataError, match="navigator"):
+        load_config(p)

@@ -289,8 +289,31 @@ def load_config(path) -> dict[str, Any]:
     except (RecursionError, ValueError):
         raise DataError("not a readable TOML file (nested too deeply)", path=path,
                         hint="give a params.toml, see docs/cli.md") from None
+    _toml_none(cfg)
     check_params(cfg, path=path)
     return cfg
+
+
+def _toml_none(cfg: dict) -> None:
+    """TOML has no null: ``"none"`` (any case) means None for a key that accepts None (e.g. ``[preprocess]
+    normalize = "none"``), in place. Keys whose own choices include the string ``"none"`` keep it."""
+    def fix(table: dict, params: dict) -> None:
+        for k, v in table.items():
+            p = params.get(k)
+            if (p is not None and isinstance(v, str) and v.strip().lower() == "none" and p.ok(None)
+                    and not p.ok(v)):
+                table[k] = None
+
+    fix(cfg, TABLE[""])
+    for section, given in cfg.items():
+        if not isinstance(given, dict):
+            continue
+        if section == "virtual":
+            for det in given.values():
+                if isinstance(det, dict):
+                    fix(det, TABLE["virtual.*"])
+        elif section in TABLE:
+            fix(given, TABLE[section])
 
 
 def merge_params(*layers: dict | None) -> dict[str, Any]:
