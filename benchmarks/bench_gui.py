@@ -20,6 +20,7 @@ Runs itself under xvfb-run when there is no display. ``--quick``: smaller memmap
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -234,13 +235,10 @@ class ShaderBuilds:
         return f"{len(t)} shader programs built ({1000 * sum(t):.0f} ms)"
 
 
-_BUILDS = []
-
-
+@functools.cache
 def shader_builds() -> ShaderBuilds:
-    if not _BUILDS:
-        _BUILDS.append(ShaderBuilds())
-    return _BUILDS[0]
+    """The one counter of the run (vispy's build method is wrapped once)."""
+    return ShaderBuilds()
 
 
 def _pump(session, clicks_hz: float, stop) -> None:

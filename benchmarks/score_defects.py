@@ -44,8 +44,8 @@ DATA = HERE / ".data" / "abtem_defects"
 EXCLUDE_A, MARGIN_PX, RADIUS_PX, SITE_RADIUS_PX = 1.6, 4, 4.0, 1.5  # 1.6 A: beyond the first neighbours
 CIRCULAR = {"com/angle", "rrvae/angle", "zernike/angle"}
 ALARMS = ("rrvae/outlier", "rrvae/rotation_outlier", "baseline/com_adf_outlier", "baseline/com_angle_outlier")
-MAIN = ("rrvae/outlier", "rrvae/rotation_outlier", "rrvae/angle", "rrvae/latents[0]", "rrvae/latents[1]", "rrvae/reconstruction_error",
-        "com/magnitude", "com/icom", "virtual/bf", "virtual/adf", "zernike/outlier", "zernike/class_distance",
+MAIN = ("rrvae/outlier", "rrvae/rotation_outlier", "rrvae/angle", "rrvae/latents[0]", "rrvae/latents[1]",
+        "rrvae/reconstruction_error", "com/magnitude", "com/icom", "virtual/bf", "virtual/adf", "zernike/outlier", "zernike/class_distance",
         "virtual/adf_fixed", "baseline/com_adf_outlier", "baseline/com_angle_outlier")
 
 

@@ -147,8 +147,7 @@ def iter_analyze(source, params: dict | None = None, out=None, overwrite: bool =
         if n_models > 1:
             extra = yield from stage("defects", iter_defect_maps(model, patterns, n_models - 1, com.magnitude,
                                                                  com.angle))
-            for key in DEFECT_KEYS:
-                latent[key] = np.mean([latent[key], *(e[key] for e in extra)], axis=0).astype(np.float32)
+            latent.update(mean_defect_maps([latent, *extra]))
     info: dict[str, Any] = {"timings_s": timings}
     if client is not None:
         info["scheduler"] = str(getattr(getattr(client, "scheduler", None), "address", "client"))
@@ -219,22 +218,20 @@ def defect_models(setting, config, preprocessing, scan_shape) -> int:
     return setting
 
 
-#: The rrVAE defect maps averaged over several models (``rrvae/outlier``, ``rrvae/rotation_outlier``).
-DEFECT_KEYS = ("outlier", "rotation_outlier")
+def mean_defect_maps(parts: list) -> dict:
+    """The mean of several models' defect maps (dicts holding the keys of
+    :data:`napari_4dstem.rrvae.maps.DEFECT_KEYS`, as ``defect_maps`` gives), key by key, float32."""
+    from .rrvae.maps import DEFECT_KEYS
 
-
-def defect_maps(model, patterns) -> dict:
-    """A model's defect maps at the epoch it has loaded: ``{key: map}`` for :data:`DEFECT_KEYS`."""
-    enc = model.encode(patterns)
-    return {"outlier": model.outlier_map(maps=enc),
-            "rotation_outlier": model.outlier_map(maps=enc, channels="rotation")}
+    return {k: np.mean([p[k] for p in parts], axis=0).astype(np.float32) for k in DEFECT_KEYS}
 
 
 def iter_defect_maps(model, patterns, n: int, com_magnitude=None, com_angle=None) -> Steps:
     """Train ``n`` more models like ``model`` (its config, seeds ``seed + 1 ...``) on ``patterns`` and return
-    their defect maps (:func:`defect_maps`), each at its best epoch (a list of dicts; used by :func:`analyze`
+    their defect maps (:func:`napari_4dstem.rrvae.maps.defect_maps`), each at its best epoch (a list of dicts; used by :func:`analyze`
     and the GUI's rrVAE dock)."""
     from .rrvae import RRVAE
+    from .rrvae.maps import defect_maps
 
     maps = []
     for k in range(1, n + 1):
@@ -244,7 +241,7 @@ def iter_defect_maps(model, patterns, n: int, com_magnitude=None, com_angle=None
                            {"model": k + 1})
         if m.best_epoch is not None and m.best_epoch in m.checkpoints:
             m.restore(m.best_epoch)
-        maps.append(defect_maps(m, patterns))
+        maps.append(defect_maps(m, m.encode(patterns)))
     return maps
 
 

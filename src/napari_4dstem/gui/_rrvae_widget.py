@@ -232,9 +232,7 @@ class RRVAEWidget(DockBase):
             notify_error(e)
             return None
         if cfg.threads is None:
-            # leave a core to the GUI (and the software renderer under Xvfb): a training thread that takes
-            # every core makes the event loop stall for hundreds of ms
-            cfg = dataclasses.replace(cfg, threads=max(1, physical_cores() - 1))
+            cfg = dataclasses.replace(cfg, threads=gui_threads())
         model = RRVAE(cfg)
         com_mag = None if s.com is None else np.asarray(s.com.magnitude)
         com_ang = None if s.com is None else np.asarray(s.com.angle)
@@ -357,10 +355,9 @@ class RRVAEWidget(DockBase):
                 self.status.setText("encoding stopped: no maps shown (Use a checkpoint to encode again)")
 
         self.train_btn.setText("Stop")
-        threads = max(1, physical_cores() - 1)  # a core for the GUI, as for training
+        threads = gui_threads()
         self.worker = self.start(lambda: iter_rrvae_maps(model, patterns, epoch=None, threads=threads),
-                                 on_return=shown,
-                                 on_progress=progress, on_finish=finished)
+                                 on_return=shown, on_progress=progress, on_finish=finished)
         return self.worker
 
     def prepare_map_layers(self, latent_dim: int) -> list:
@@ -443,7 +440,8 @@ class RRVAEWidget(DockBase):
 
     def average_defects(self, n_models: int | None = None):
         """Train ``n_models - 1`` more models like the current one and show the mean of all their outlier maps."""
-        from napari_4dstem.pipeline import defect_maps, iter_defect_maps
+        from napari_4dstem.pipeline import iter_defect_maps, mean_defect_maps
+        from napari_4dstem.rrvae.maps import defect_maps
 
         s = self.session
         model, patterns = s.model, s.preprocessed
@@ -455,9 +453,9 @@ class RRVAEWidget(DockBase):
         com_ang = None if s.com is None else np.asarray(s.com.angle)
 
         def steps():
-            first = defect_maps(model, patterns)
+            first = defect_maps(model, model.encode(patterns))
             extra = yield from iter_defect_maps(model, patterns, n - 1, com_mag, com_ang)
-            return {k: np.mean([first[k], *(e[k] for e in extra)], axis=0).astype(np.float32) for k in first}
+            return mean_defect_maps([first, *extra])
 
         def shown(mean):
             s.show_map(OUTLIER_NAME, mean["outlier"], colormap="magma")
@@ -513,6 +511,12 @@ class RRVAEWidget(DockBase):
         show_info(f"rrVAE: using the weights of epoch {epoch}")
         self._fill_epochs(s.model)
         return self.encode()
+
+
+def gui_threads() -> int:
+    """torch threads for training and encoding in the GUI: a core is left to the event loop (and the software
+    renderer under Xvfb); a worker that takes every core makes the event loop stall for hundreds of ms."""
+    return max(1, physical_cores() - 1)
 
 
 def map_specs(latent_dim: int) -> list:

@@ -191,6 +191,13 @@ def neighbourhood_outlier(channels: np.ndarray, radius: int = 3, step: int = 1, 
 
 #: Channels of :func:`defect_map`: ``all`` (the ``outlier`` map) or the rotation alone (``rotation_outlier``).
 DEFECT_CHANNELS = ("all", "rotation")
+#: The defect maps of a model, by results key (``rrvae/<key>``): the channels each is made from.
+DEFECT_KEYS = {"outlier": "all", "rotation_outlier": "rotation"}
+
+
+def defect_maps(model, maps: LatentMaps) -> dict:
+    """``{key: model.outlier_map(maps=maps, channels=...)}`` for every key of :data:`DEFECT_KEYS`."""
+    return {key: model.outlier_map(maps=maps, channels=ch) for key, ch in DEFECT_KEYS.items()}
 
 
 def defect_map(maps: LatentMaps, radius: int = 3, step: int = 1, smooth: float = 1.0, spread: float = 3.0,
@@ -355,8 +362,7 @@ def iter_rrvae_maps(model, patterns, epoch="best", rows_per_step: int | None = N
         lm.parameters["epoch"] = used
         out = {k: getattr(lm, k) for k in MAP_KEYS if getattr(lm, k) is not None}
         out["reconstruction_error"] = np.concatenate(errs, axis=0)
-        out["outlier"] = model.outlier_map(maps=lm)
-        out["rotation_outlier"] = model.outlier_map(maps=lm, channels="rotation")
+        out.update(defect_maps(model, lm))
         yield Progress(steps, steps, "defect map")
         out["epoch"] = used
         out["encoded"] = lm
